@@ -18,6 +18,7 @@ from devloop.errors import DevloopError
 
 SUBCOMMAND_MODULES = (
     "devloop.render",
+    "devloop.validate",
 )
 
 

@@ -1,0 +1,80 @@
+"""Rendering fixtures: every overlay, and the base with every valid set of components, rendered
+once per session by the real `kubectl kustomize`."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+from devloop import manifests
+
+ROOT = manifests.project_root(Path(__file__).parent)
+OVERLAYS = manifests.overlay_names(ROOT)
+COMPONENTS = sorted(
+    entry.name
+    for entry in (ROOT / manifests.COMPONENTS_DIR).iterdir()
+    if (entry / "kustomization.yaml").is_file()
+)
+# The ingress routes to the gateway that the cache component adds; every other set stands alone.
+COMPONENT_REQUIRES = {"ingress": {"cache"}}
+
+
+def component_sets() -> list[tuple[str, ...]]:
+    sets = []
+    for size in range(len(COMPONENTS) + 1):
+        for chosen in itertools.combinations(COMPONENTS, size):
+            if all(COMPONENT_REQUIRES.get(name, set()) <= set(chosen) for name in chosen):
+                sets.append(chosen)
+    return sets
+
+
+def write_kustomization(workdir: Path, components: tuple[str, ...]) -> Path:
+    """A kustomization of the base plus `components`. kustomize refuses absolute paths, so the
+    entries are relative to workdir."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    relative = lambda path: os.path.relpath(path, workdir)  # noqa: E731
+    lines = ["apiVersion: kustomize.config.k8s.io/v1beta1", "kind: Kustomization", "resources:",
+             f"  - {relative(ROOT / manifests.KUSTOMIZE_DIR / 'base')}"]
+    if components:
+        lines.append("components:")
+        lines += [f"  - {relative(ROOT / manifests.COMPONENTS_DIR / name)}" for name in components]
+    (workdir / "kustomization.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return workdir
+
+
+TARGETS = [f"overlay:{name}" for name in OVERLAYS] + [
+    "base+" + "+".join(chosen) if chosen else "base" for chosen in component_sets()
+]
+
+
+@pytest.fixture(scope="session")
+def render_target(tmp_path_factory):
+    """Render a target name from TARGETS to its list of objects."""
+    cache: dict[str, list[dict]] = {}
+
+    def render(target: str) -> list[dict]:
+        if target not in cache:
+            if target.startswith("overlay:"):
+                text = manifests.render_overlay(target.removeprefix("overlay:"), ROOT)
+            else:
+                chosen = tuple(target.split("+")[1:])
+                text = manifests.render(
+                    write_kustomization(tmp_path_factory.mktemp("kustomization"), chosen)
+                )
+            cache[target] = manifests.load_objects(text)
+        return cache[target]
+
+    return render
+
+
+@pytest.fixture(params=TARGETS)
+def rendered(request, render_target) -> list[dict]:
+    return render_target(request.param)
+
+
+@pytest.fixture(params=OVERLAYS)
+def overlay_objects(request, render_target) -> list[dict]:
+    return render_target(f"overlay:{request.param}")

@@ -1,0 +1,251 @@
+"""Policy checks over rendered objects. Each returns the list of violations, so a test asserts
+an empty list on the real manifests and a non-empty one on a deliberately broken copy."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterator
+
+Obj = dict[str, Any]
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
+THIS_REPO_IMAGE = "vllm-devloop"
+GiB = 1024**3
+UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": GiB, "Ti": 1024**4, "k": 1000, "M": 1000**2, "G": 1000**3}
+# Settings the guide used that vLLM does not have, or a rewrite that breaks the OpenAI paths.
+FORBIDDEN_TEXT = ("--cpu-only", "VLLM_CPU_ONLY", "--disable-log-requests", "rewrite-target")
+
+
+def name(obj: Obj) -> str:
+    return obj["metadata"]["name"]
+
+
+def of_kind(objects: list[Obj], kind: str) -> list[Obj]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def workloads(objects: list[Obj]) -> list[Obj]:
+    return [obj for obj in objects if obj["kind"] in WORKLOAD_KINDS]
+
+
+def containers(workload: Obj) -> Iterator[Obj]:
+    pod = workload["spec"]["template"]["spec"]
+    yield from pod.get("initContainers", [])
+    yield from pod["containers"]
+
+
+def quantity_bytes(quantity: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(quantity))
+    assert match, f"not a quantity: {quantity}"
+    return float(match.group(1)) * UNITS.get(match.group(2), 1)
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(key) == value for key, value in selector.items())
+
+
+def pod_labels(objects: list[Obj]) -> list[dict[str, str]]:
+    return [w["spec"]["template"]["metadata"].get("labels", {}) for w in workloads(objects)]
+
+
+def selector_violations(objects: list[Obj]) -> list[str]:
+    """Services and PDBs select at least one pod template; HPAs target an existing workload."""
+    problems = []
+    templates = pod_labels(objects)
+    for obj in of_kind(objects, "Service"):
+        selector = obj["spec"].get("selector", {})
+        if not any(selects(selector, labels) for labels in templates):
+            problems.append(f"Service/{name(obj)} selects no pod: {selector}")
+    for obj in of_kind(objects, "PodDisruptionBudget"):
+        selector = obj["spec"]["selector"].get("matchLabels", {})
+        if not any(selects(selector, labels) for labels in templates):
+            problems.append(f"PodDisruptionBudget/{name(obj)} selects no pod: {selector}")
+    for workload in workloads(objects):
+        selector = workload["spec"]["selector"]["matchLabels"]
+        if not selects(selector, workload["spec"]["template"]["metadata"]["labels"]):
+            problems.append(f"{workload['kind']}/{name(workload)} selector misses its own pods")
+    targets = {(w["kind"], name(w)) for w in workloads(objects)}
+    for hpa in of_kind(objects, "HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        if (ref["kind"], ref["name"]) not in targets:
+            problems.append(f"HorizontalPodAutoscaler/{name(hpa)} targets missing {ref['kind']}/{ref['name']}")
+    return problems
+
+
+def ingress_violations(objects: list[Obj]) -> list[str]:
+    services = {name(svc): svc for svc in of_kind(objects, "Service")}
+    problems = []
+    for ingress in of_kind(objects, "Ingress"):
+        for rule in ingress["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                backend = path["backend"]["service"]
+                service = services.get(backend["name"])
+                if service is None:
+                    problems.append(f"Ingress/{name(ingress)} routes to missing Service/{backend['name']}")
+                    continue
+                wanted = backend["port"]
+                ports = service["spec"]["ports"]
+                if not any(port.get("name") == wanted.get("name") or port["port"] == wanted.get("number")
+                           for port in ports):
+                    problems.append(f"Ingress/{name(ingress)} routes to a port Service/{backend['name']} lacks: {wanted}")
+    return problems
+
+
+def reference_violations(objects: list[Obj]) -> list[str]:
+    """Every ConfigMap, Secret, PVC and ServiceAccount a pod needs exists (optional refs excepted)."""
+    existing = {(obj["kind"], name(obj)) for obj in objects}
+    problems = []
+
+    def need(kind: str, ref_name: str, optional: bool, where: str) -> None:
+        if not optional and (kind, ref_name) not in existing:
+            problems.append(f"{where} needs missing {kind}/{ref_name}")
+
+    for workload in workloads(objects):
+        where = f"{workload['kind']}/{name(workload)}"
+        pod = workload["spec"]["template"]["spec"]
+        if "serviceAccountName" in pod:
+            need("ServiceAccount", pod["serviceAccountName"], False, where)
+        for volume in pod.get("volumes", []):
+            if "configMap" in volume:
+                need("ConfigMap", volume["configMap"]["name"], volume["configMap"].get("optional", False), where)
+            if "secret" in volume:
+                need("Secret", volume["secret"]["secretName"], volume["secret"].get("optional", False), where)
+            if "persistentVolumeClaim" in volume:
+                need("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"], False, where)
+        for container in containers(workload):
+            for source in container.get("envFrom", []):
+                for key, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+                    if key in source:
+                        need(kind, source[key]["name"], source[key].get("optional", False), where)
+            for env in container.get("env", []):
+                value_from = env.get("valueFrom", {})
+                for key, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+                    if key in value_from:
+                        need(kind, value_from[key]["name"], value_from[key].get("optional", False), where)
+    return problems
+
+
+def container_violations(objects: list[Obj]) -> list[str]:
+    """Requests, limits, probes and a restricted security context on every container."""
+    problems = []
+    for workload in workloads(objects):
+        pod = workload["spec"]["template"]["spec"]
+        pod_security = pod.get("securityContext", {})
+        for container in containers(workload):
+            where = f"{workload['kind']}/{name(workload)} container {container['name']}"
+            resources = container.get("resources", {})
+            for section in ("requests", "limits"):
+                for resource in ("cpu", "memory"):
+                    if resource not in resources.get(section, {}):
+                        problems.append(f"{where}: no {resource} {section[:-1]}")
+            for probe in ("readinessProbe", "livenessProbe"):
+                if probe not in container:
+                    problems.append(f"{where}: no {probe}")
+            security = container.get("securityContext", {})
+            if security.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{where}: allowPrivilegeEscalation is not false")
+            if security.get("capabilities", {}).get("drop") != ["ALL"]:
+                problems.append(f"{where}: capabilities do not drop ALL")
+            if security.get("capabilities", {}).get("add"):
+                problems.append(f"{where}: adds capabilities {security['capabilities']['add']}")
+            if not (security.get("runAsNonRoot") or pod_security.get("runAsNonRoot")):
+                problems.append(f"{where}: runAsNonRoot is not set")
+            if security.get("privileged"):
+                problems.append(f"{where}: privileged")
+            seccomp = security.get("seccompProfile") or pod_security.get("seccompProfile") or {}
+            if seccomp.get("type") != "RuntimeDefault":
+                problems.append(f"{where}: seccomp profile is not RuntimeDefault")
+    return problems
+
+
+def engine_violations(objects: list[Obj]) -> list[str]:
+    """The vLLM engine: a startup probe that outlasts a slow model load, and a memory limit that
+    holds the KV cache and /dev/shm with room for weights and runtime."""
+    problems = []
+    config = next(obj for obj in of_kind(objects, "ConfigMap") if name(obj).startswith("llm-engine-config"))
+    engine = next(w for w in workloads(objects) if name(w) == "llm-engine")
+    container = next(c for c in containers(engine) if c["name"] == "vllm")
+    startup = container.get("startupProbe")
+    if not startup:
+        problems.append("llm-engine has no startupProbe: liveness would kill a pod still loading its model")
+    else:
+        budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+        if budget < 600:
+            problems.append(f"llm-engine startupProbe allows only {budget}s for the model load (< 600s)")
+    for probe in ("readinessProbe", "livenessProbe"):
+        if container.get(probe, {}).get("httpGet", {}).get("path") != "/health":
+            problems.append(f"llm-engine {probe} does not check /health")
+    volumes = {volume["name"]: volume for volume in engine["spec"]["template"]["spec"]["volumes"]}
+    shm_mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/dev/shm"]
+    shm = volumes.get(shm_mounts[0]["name"], {}).get("emptyDir", {}) if shm_mounts else {}
+    if shm.get("medium") != "Memory":
+        problems.append("llm-engine has no memory-backed /dev/shm")
+    kv_cache = float(config["data"]["VLLM_CPU_KVCACHE_SPACE"]) * GiB
+    limit = quantity_bytes(container["resources"]["limits"]["memory"])
+    shm_size = quantity_bytes(shm.get("sizeLimit", "0"))
+    # At least 1 GiB beyond cache and shm: the smallest model plus the Python/torch runtime.
+    if limit < kv_cache + shm_size + GiB:
+        problems.append(f"llm-engine memory limit {limit / GiB:.1f} GiB does not cover KV cache "
+                        f"{kv_cache / GiB:.1f} GiB + /dev/shm {shm_size / GiB:.1f} GiB + weights")
+    return problems
+
+
+def network_policy_violations(objects: list[Obj]) -> list[str]:
+    """A policy that allows any egress must allow DNS on UDP and TCP 53, or every lookup fails."""
+    problems = []
+    for policy in of_kind(objects, "NetworkPolicy"):
+        egress = policy["spec"].get("egress")
+        if "Egress" not in policy["spec"].get("policyTypes", []) or not egress:
+            continue
+        dns = set()
+        for rule in egress:
+            if rule.get("to"):  # DNS servers live in kube-system: a rule limited to peers misses them
+                continue
+            for port in rule.get("ports", []):
+                if port.get("port") == 53:
+                    dns.add(port.get("protocol", "TCP"))
+        if dns != {"UDP", "TCP"}:
+            problems.append(f"NetworkPolicy/{name(policy)} lets egress out but not DNS on UDP and TCP 53")
+    return problems
+
+
+def service_env_violations(objects: list[Obj]) -> list[str]:
+    """Kubernetes injects <SERVICE>_PORT=tcp://... into pods with service links on; vLLM reads VLLM_*."""
+    problems = []
+    for service in of_kind(objects, "Service"):
+        prefix = name(service).upper().replace("-", "_") + "_"
+        if prefix.startswith("VLLM_"):
+            problems.append(f"Service/{name(service)} makes Kubernetes inject {prefix}PORT into pods")
+    for workload in workloads(objects):
+        if workload["spec"]["template"]["spec"].get("enableServiceLinks") is not False:
+            problems.append(f"{workload['kind']}/{name(workload)} leaves service links on")
+    return problems
+
+
+def image_violations(objects: list[Obj]) -> list[str]:
+    """Images are this repo's (built by Tilt) or pinned to a version: never `latest` or untagged."""
+    problems = []
+    for workload in workloads(objects):
+        for container in containers(workload):
+            image = container["image"]
+            repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+            if repository == THIS_REPO_IMAGE:
+                if container.get("imagePullPolicy") != "IfNotPresent":
+                    problems.append(f"{image}: a locally built image needs imagePullPolicy IfNotPresent")
+            elif not tag or tag == "latest":
+                problems.append(f"{name(workload)}: image {image} is not pinned to a version")
+    return problems
+
+
+def forbidden_text_violations(rendered_text: str) -> list[str]:
+    return [f"rendered manifests contain {text!r}" for text in FORBIDDEN_TEXT if text in rendered_text]
+
+
+ALL_CHECKS = (
+    selector_violations,
+    ingress_violations,
+    reference_violations,
+    container_violations,
+    network_policy_violations,
+    service_env_violations,
+    image_violations,
+)

@@ -1,0 +1,135 @@
+"""Policy checks on what `kubectl kustomize` renders, for every overlay and component set; each
+check is also shown to catch the mistake it exists for."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from devloop import manifests
+
+from . import policy
+from .conftest import write_kustomization
+
+
+@pytest.mark.parametrize("check", policy.ALL_CHECKS, ids=lambda check: check.__name__)
+def test_rendered_manifests_satisfy_policy(rendered, check):
+    assert check(rendered) == []
+
+
+def test_engine_survives_a_slow_model_load_and_fits_its_memory(rendered):
+    assert policy.engine_violations(rendered) == []
+
+
+def test_no_setting_the_guide_invented_reaches_the_cluster(rendered):
+    assert policy.forbidden_text_violations(yaml.safe_dump_all(rendered)) == []
+
+
+def test_every_object_carries_the_part_of_label(overlay_objects):
+    unlabelled = [
+        f"{obj['kind']}/{obj['metadata']['name']}"
+        for obj in overlay_objects
+        if obj["kind"] != "Namespace"
+        and obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") != "vllm-devloop"
+    ]
+    assert unlabelled == []
+
+
+def test_no_kustomization_uses_deprecated_common_labels():
+    from .conftest import ROOT
+
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / manifests.KUSTOMIZE_DIR).rglob("kustomization.yaml")
+        if "commonLabels" in yaml.safe_load(path.read_text())
+    ]
+    assert offenders == []
+
+
+# Each check catches the mistake it exists for.
+
+
+def _objects(render_target, target="overlay:optimized"):
+    return copy.deepcopy(render_target(target))
+
+
+def _find(objects, kind, name_prefix):
+    return manifests.find_object(objects, kind, name_prefix)
+
+
+def test_ingress_without_the_cache_component_is_a_dangling_route(tmp_path):
+    objects = manifests.load_objects(manifests.render(write_kustomization(tmp_path, ("ingress",))))
+    assert policy.ingress_violations(objects) == [
+        "Ingress/llm routes to missing Service/llm-gateway"
+    ]
+
+
+def test_a_service_named_vllm_is_caught_for_injecting_vllm_port(render_target):
+    objects = _objects(render_target)
+    _find(objects, "Service", "llm-engine")["metadata"]["name"] = "vllm"
+    assert policy.service_env_violations(objects) == [
+        "Service/vllm makes Kubernetes inject VLLM_PORT into pods"
+    ]
+
+
+def test_a_network_policy_without_dns_is_caught(render_target):
+    objects = _objects(render_target)
+    engine_policy = _find(objects, "NetworkPolicy", "llm-engine")
+    engine_policy["spec"]["egress"] = [{"ports": [{"port": 443, "protocol": "TCP"}]}]
+    assert policy.network_policy_violations(objects) == [
+        "NetworkPolicy/llm-engine lets egress out but not DNS on UDP and TCP 53"
+    ]
+
+
+def test_a_selector_typo_is_caught(render_target):
+    objects = _objects(render_target)
+    _find(objects, "Service", "llm-gateway")["spec"]["selector"] = {"app.kubernetes.io/name": "llm-gatway"}
+    assert policy.selector_violations(objects) == [
+        "Service/llm-gateway selects no pod: {'app.kubernetes.io/name': 'llm-gatway'}"
+    ]
+
+
+def test_a_missing_config_map_is_caught(render_target):
+    objects = [obj for obj in _objects(render_target) if not obj["metadata"]["name"].startswith("llm-gateway-config")]
+    problems = policy.reference_violations(objects)
+    assert len(problems) == 1 and problems[0].startswith("Deployment/llm-gateway needs missing ConfigMap/llm-gateway-config-")
+
+
+def test_a_container_without_limits_or_a_restricted_context_is_caught(render_target):
+    objects = _objects(render_target)
+    container = _find(objects, "Deployment", "llm-redis")["spec"]["template"]["spec"]["containers"][0]
+    del container["resources"]["limits"]
+    container["securityContext"]["capabilities"] = {"add": ["SYS_ADMIN"]}
+    assert policy.container_violations(objects) == [
+        "Deployment/llm-redis container redis: no cpu limit",
+        "Deployment/llm-redis container redis: no memory limit",
+        "Deployment/llm-redis container redis: capabilities do not drop ALL",
+        "Deployment/llm-redis container redis: adds capabilities ['SYS_ADMIN']",
+    ]
+
+
+def test_a_liveness_only_engine_and_a_small_memory_limit_are_caught(render_target):
+    objects = _objects(render_target)
+    container = _find(objects, "Deployment", "llm-engine")["spec"]["template"]["spec"]["containers"][0]
+    del container["startupProbe"]
+    container["resources"]["limits"]["memory"] = "6Gi"  # KV cache 5 GiB + shm 2 GiB do not fit
+    assert policy.engine_violations(objects) == [
+        "llm-engine has no startupProbe: liveness would kill a pod still loading its model",
+        "llm-engine memory limit 6.0 GiB does not cover KV cache 5.0 GiB + /dev/shm 2.0 GiB + weights",
+    ]
+
+
+def test_an_unpinned_image_is_caught(render_target):
+    objects = _objects(render_target)
+    _find(objects, "Deployment", "llm-redis")["spec"]["template"]["spec"]["containers"][0]["image"] = "redis"
+    assert policy.image_violations(objects) == ["llm-redis: image redis is not pinned to a version"]
+
+
+def test_a_guide_flag_in_the_config_is_caught(render_target):
+    objects = _objects(render_target)
+    _find(objects, "ConfigMap", "llm-engine-config")["data"]["EXTRA_ARGS"] = "--disable-log-requests"
+    assert policy.forbidden_text_violations(yaml.safe_dump_all(objects)) == [
+        "rendered manifests contain '--disable-log-requests'"
+    ]
