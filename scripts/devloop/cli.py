@@ -18,7 +18,19 @@ from devloop.errors import DevloopError
 
 SUBCOMMAND_MODULES = (
     "devloop.render",
+    "devloop.entrypoint",
+    "devloop.health",
+    "devloop.serve",
+    "devloop.tinymodel",
     "devloop.validate",
+    "devloop.bench",
+    "devloop.membw",
+    "devloop.dashboard",
+    "devloop.gateway",
+    "devloop.cache_cli",
+    "devloop.modelcache",
+    "devloop.reloadbench",
+    "devloop.doctor",
 )
 
 

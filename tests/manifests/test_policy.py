@@ -121,6 +121,13 @@ def test_a_liveness_only_engine_and_a_small_memory_limit_are_caught(render_targe
     ]
 
 
+def test_only_the_documented_workloads_may_run_as_root(render_target):
+    objects = _objects(render_target, "base+logging")
+    del _find(objects, "Deployment", "llm-engine")["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
+    del _find(objects, "Deployment", "llm-engine")["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsNonRoot"]
+    assert policy.container_violations(objects) == ["Deployment/llm-engine container vllm: runAsNonRoot is not set"]
+
+
 def test_an_unpinned_image_is_caught(render_target):
     objects = _objects(render_target)
     _find(objects, "Deployment", "llm-redis")["spec"]["template"]["spec"]["containers"][0]["image"] = "redis"

@@ -33,7 +33,7 @@ def devloop_invocations() -> list[list[str]]:
     """Every `devloop ...` command written in a README code block or inline code span."""
     found = []
     for line in re.findall(r"(?:^|`|&& )(?:\.venv/bin/)?(devloop [^`\n|&]+)", README, re.M):
-        found.append(shlex.split(line)[1:])
+        found.append(shlex.split(line, comments=True)[1:])
     return found
 
 

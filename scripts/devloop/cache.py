@@ -1,0 +1,435 @@
+"""The response cache: a key that identifies a request exactly, and a two-tier store.
+
+Tier 1 is an in-process least-recently-used map bounded by entries and bytes. Tier 2 is Redis,
+shared by every gateway replica, with a TTL. A Redis hit fills tier 1.
+
+Redis is an accelerator, never a dependency: when it is down, slow or restarting, every Redis call
+is bounded by a timeout, the failure is logged once and counted, the cache answers from tier 1
+alone for a back-off period, and then tries Redis again by itself. Nothing here raises into the
+request path.
+
+Only answers that are reproducible are cached by default: `temperature` 0, or an explicit `seed`
+(vLLM then samples the same tokens again). `CachePolicy.ALL` widens that to every request (a
+sampled answer is then replayed, which is what some test setups want); `NONE` turns caching off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("devloop.cache")
+
+# Bump when the key's canonical form or the stored value's format changes: old entries then
+# simply stop matching instead of being misread.
+KEY_VERSION = "v1"
+REDIS_KEY_PREFIX = f"devloop:cache:{KEY_VERSION}:"
+
+
+class CachePolicy(str, enum.Enum):
+    """Which requests are cached. DETERMINISTIC is the default and the only one that is never
+    observably different from calling the engine."""
+
+    DETERMINISTIC = "deterministic"  # temperature 0 or an explicit seed
+    ALL = "all"  # every non-streaming request, sampled ones included
+    NONE = "none"  # caching off; the gateway is a plain proxy
+
+
+def _canonical(value: Any) -> Any:
+    """JSON values in a form where equal requests are equal: floats with an integral value become
+    ints (a client sending `0` and one sending `0.0` ask for the same thing; vLLM's validation
+    treats them alike), everything else is kept exactly. Key order is handled by sort_keys."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
+
+
+def cache_key(endpoint: str, request: dict[str, Any], authorization: str = "") -> str:
+    """The hex SHA-256 of the canonical whole request.
+
+    Every field of the body is part of the key (model, prompt or messages, every sampling
+    parameter, tools, response_format, and anything a future vLLM adds): leaving a field out is how
+    two different requests end up sharing an answer. The endpoint is part of it (a completion and
+    a chat completion are different answers), and so is the Authorization header, so that a cached
+    answer is never handed to a caller the engine would have refused.
+    """
+    canonical = json.dumps(
+        {"endpoint": endpoint, "authorization": authorization, "request": _canonical(request)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=True,
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def is_cacheable(request: dict[str, Any], policy: CachePolicy = CachePolicy.DETERMINISTIC) -> bool:
+    """Whether the answer to this request may be stored and replayed under `policy`.
+
+    Streaming requests are never cached (they pass through token by token). Under DETERMINISTIC a
+    request is cached when its temperature is explicitly 0 or it carries an integer seed; a missing
+    temperature means the model's default (often 0.6-1.0), so it is sampled and not cached.
+    """
+    if policy is CachePolicy.NONE or request.get("stream"):
+        return False
+    if policy is CachePolicy.ALL:
+        return True
+    temperature = request.get("temperature")
+    seed = request.get("seed")
+    greedy = (
+        isinstance(temperature, (int, float))
+        and not isinstance(temperature, bool)
+        and temperature == 0
+    )
+    seeded = isinstance(seed, int) and not isinstance(seed, bool)
+    return greedy or seeded
+
+
+@dataclass
+class CacheConfig:
+    """Bounds and Redis settings of a ResponseCache."""
+
+    max_entries: int = 1024  # entries in the local tier; 0 disables it
+    max_bytes: int = 64 * 1024 * 1024  # bytes of answers in the local tier
+    redis_url: str | None = None  # None or "" disables the Redis tier
+    ttl_seconds: int = 3600  # lifetime of an answer in Redis; 0 means no expiry
+    # Socket timeout of a Redis call (a call is bounded by twice this). A GET takes well under 1 ms;
+    # the margin is for a laptop whose CPUs vLLM saturates, where Redis can stall for a scheduling
+    # slice, and giving up early turns a hit into an engine call that costs far more.
+    redis_timeout_seconds: float = 0.25
+    # After a Redis failure, skip Redis for this long before trying again (no added latency meanwhile).
+    redis_retry_seconds: float = 1.0
+
+
+@dataclass
+class CacheStats:
+    """Counters since start. `requests` counts lookups; hits + misses == requests."""
+
+    requests: int = 0
+    hits_local: int = 0
+    hits_redis: int = 0
+    misses: int = 0
+    stores: int = 0
+    evictions: int = 0
+    redis_errors: int = 0
+    redis_reconnects: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class LRUCache:
+    """A true least-recently-used map of bytes, bounded by entry count and total value bytes.
+
+    A read moves the entry to the most-recent end; inserting evicts from the least-recent end
+    until both bounds hold. A value larger than max_bytes is not stored at all.
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[str, bytes] = OrderedDict()
+        self.bytes = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def keys(self) -> list[str]:
+        """Keys from least to most recently used."""
+        return list(self._data)
+
+    def peek(self, key: str) -> bytes | None:
+        """The value without counting as a use."""
+        return self._data.get(key)
+
+    def get(self, key: str) -> bytes | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def set(self, key: str, value: bytes) -> bool:
+        """Store `value`; False when it cannot fit at all."""
+        if self.max_entries <= 0 or len(value) > self.max_bytes:
+            self.delete(key)
+            return False
+        old = self._data.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old)
+        self._data[key] = value
+        self.bytes += len(value)
+        while len(self._data) > self.max_entries or self.bytes > self.max_bytes:
+            _, evicted = self._data.popitem(last=False)
+            self.bytes -= len(evicted)
+            self.evictions += 1
+        return True
+
+    def delete(self, key: str) -> None:
+        old = self._data.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old)
+
+    def clear(self) -> None:
+        self._data.clear()
+        self.bytes = 0
+
+
+def make_redis_client(url: str, timeout_seconds: float) -> Any:
+    """A redis.asyncio client whose every call fails within `timeout_seconds` and never retries:
+    redis-py's default of three retries would triple the time a dead Redis adds to a request."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=0,
+    )
+
+
+@dataclass
+class ResponseCache:
+    """The two-tier cache. Create it inside a running event loop (or call `aclose` from one)."""
+
+    config: CacheConfig = field(default_factory=CacheConfig)
+
+    def __post_init__(self) -> None:
+        self.stats = CacheStats()
+        self.local = LRUCache(self.config.max_entries, self.config.max_bytes)
+        self._redis: Any = None
+        if self.config.redis_url:
+            self._redis = make_redis_client(
+                self.config.redis_url, self.config.redis_timeout_seconds
+            )
+        self._degraded_until = 0.0  # monotonic time before which Redis is skipped
+        self._degraded = False
+        self._background: set[asyncio.Task[None]] = set()
+        self._pending_gets: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._batching = False
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def redis_enabled(self) -> bool:
+        return self._redis is not None
+
+    @property
+    def redis_state(self) -> str:
+        """ "disabled", "up", or "degraded" (the last call failed; serving from the local tier)."""
+        if self._redis is None:
+            return "disabled"
+        return "degraded" if self._degraded else "up"
+
+    def snapshot(self) -> dict[str, Any]:
+        """Stats plus the tiers' sizes, for /cache/stats and `devloop cache stats`."""
+        self.stats.evictions = self.local.evictions
+        return {
+            **self.stats.as_dict(),
+            "local_entries": len(self.local),
+            "local_bytes": self.local.bytes,
+            "local_max_entries": self.local.max_entries,
+            "local_max_bytes": self.local.max_bytes,
+            "redis": self.redis_state,
+            "ttl_seconds": self.config.ttl_seconds,
+        }
+
+    # -- Redis calls, bounded and never raising ----------------------------------------------
+
+    def _redis_available(self) -> bool:
+        return self._redis is not None and time.monotonic() >= self._degraded_until
+
+    def _redis_failed(self, error: BaseException) -> None:
+        self.stats.redis_errors += 1
+        self._degraded_until = time.monotonic() + self.config.redis_retry_seconds
+        if not self._degraded:
+            self._degraded = True
+            log.warning(
+                "redis at %s failed (%s: %s); serving from the local tier and retrying every %.1fs",
+                self.config.redis_url,
+                type(error).__name__,
+                error,
+                self.config.redis_retry_seconds,
+            )
+
+    def _redis_ok(self) -> None:
+        if self._degraded:
+            self._degraded = False
+            self.stats.redis_reconnects += 1
+            log.warning(
+                "redis at %s is back; the shared tier is in use again", self.config.redis_url
+            )
+
+    async def _redis_call(self, coro_factory: Any) -> tuple[bool, Any]:
+        """Run one Redis command with the hard timeout. (ok, result); ok is False on any failure."""
+        if not self._redis_available():
+            return False, None
+        try:
+            # The socket timeouts bound each read; wait_for also bounds a connect that hangs in DNS.
+            result = await asyncio.wait_for(coro_factory(), self.config.redis_timeout_seconds * 2)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure of the optional tier degrades
+            self._redis_failed(error)
+            return False, None
+        self._redis_ok()
+        return True, result
+
+    # -- the cache API -----------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        """The stored answer for `key`, local tier first, then Redis (which refills local)."""
+        self.stats.requests += 1
+        value = self.local.get(key)
+        if value is not None:
+            self.stats.hits_local += 1
+            return value
+        value = await self._redis_get(key)
+        if value is not None:
+            self.stats.hits_redis += 1
+            self.local.set(key, value)
+            return value
+        self.stats.misses += 1
+        return None
+
+    async def _redis_get(self, key: str) -> bytes | None:
+        """GET through a batcher: lookups that arrive while a Redis round trip is in flight are
+        sent together as one MGET when it returns. One request alone pays one round trip, as with
+        GET; under load, many requests share one, which is where the Redis tier's throughput comes
+        from (redis-py's per-command cost dominates a loopback GET). A lookup waits at most for the
+        batch in flight plus its own, each bounded by the Redis timeout."""
+        if not self._redis_available():
+            return None
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._pending_gets.setdefault(key, []).append(future)
+        if not self._batching:
+            self._batching = True
+            task = asyncio.get_running_loop().create_task(self._run_get_batches())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return await future
+
+    async def _run_get_batches(self) -> None:
+        try:
+            while self._pending_gets:
+                batch, self._pending_gets = self._pending_gets, {}
+                keys = list(batch)
+                names = [REDIS_KEY_PREFIX + key for key in keys]
+                ok, values = await self._redis_call(lambda names=names: self._redis.mget(names))
+                if not ok:
+                    values = [None] * len(keys)
+                for key, value in zip(keys, values, strict=True):
+                    for waiter in batch[key]:
+                        if not waiter.done():
+                            waiter.set_result(value)
+        finally:
+            self._batching = False
+            # Only on cancellation (shutdown) can waiters be left: they get a miss, not a hang.
+            for waiters in self._pending_gets.values():
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+            self._pending_gets = {}
+
+    async def peek(self, key: str) -> tuple[str, bytes] | None:
+        """Like get, without counting or refilling: ("local"|"redis", value) or None."""
+        value = self.local.peek(key)
+        if value is not None:
+            return "local", value
+        ok, value = await self._redis_call(lambda: self._redis.get(REDIS_KEY_PREFIX + key))
+        if ok and value is not None:
+            return "redis", value
+        return None
+
+    async def set(self, key: str, value: bytes) -> None:
+        """Store in the local tier now and in Redis (awaited: callers that must not wait use
+        `set_in_background`)."""
+        self.stats.stores += 1
+        self.local.set(key, value)
+        self.stats.evictions = self.local.evictions
+        await self._redis_set(key, value)
+
+    def set_in_background(self, key: str, value: bytes) -> None:
+        """Store without making the caller wait for Redis: the local tier is filled at once (so
+        the next identical request hits), the Redis write runs as a task."""
+        self.set_local(key, value)
+        self.set_shared_in_background(key, value)
+
+    def set_local(self, key: str, value: bytes) -> None:
+        """The first half of set_in_background: count the store and fill the local tier."""
+        self.stats.stores += 1
+        self.local.set(key, value)
+        self.stats.evictions = self.local.evictions
+
+    def set_shared_in_background(self, key: str, value: bytes) -> None:
+        """The second half: write to Redis in a task. The gateway calls it after the answer is on
+        its way to the client, so the write is not on the request's critical path."""
+        if self._redis_available():
+            task = asyncio.get_running_loop().create_task(self._redis_set(key, value))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _redis_set(self, key: str, value: bytes) -> None:
+        ttl = self.config.ttl_seconds if self.config.ttl_seconds > 0 else None
+        await self._redis_call(lambda: self._redis.set(REDIS_KEY_PREFIX + key, value, ex=ttl))
+
+    async def drain(self) -> None:
+        """Wait for background Redis writes (tests and shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def flush(self) -> int:
+        """Empty the local tier and delete this cache's keys from Redis (other keys in the same
+        database are left alone). Returns the number of Redis keys deleted."""
+        self.local.clear()
+        if self._redis is None:
+            return 0
+        return await flush_redis(self._redis)
+
+    async def ping_redis(self) -> str:
+        """Try Redis now (ignoring the back-off) and return the resulting state."""
+        if self._redis is None:
+            return "disabled"
+        self._degraded_until = 0.0
+        await self._redis_call(lambda: self._redis.ping())
+        return self.redis_state
+
+    async def aclose(self) -> None:
+        await self.drain()
+        if self._redis is not None:
+            try:
+                await self._redis.aclose()
+            except Exception as error:  # noqa: BLE001 - closing a dead connection may fail
+                log.debug("closing the redis client: %s", error)
+
+
+async def flush_redis(client: Any) -> int:
+    """Delete every key under REDIS_KEY_PREFIX, in batches (SCAN, never KEYS or FLUSHDB)."""
+    deleted = 0
+    batch: list[bytes] = []
+    async for name in client.scan_iter(match=REDIS_KEY_PREFIX + "*", count=1000):
+        batch.append(name)
+        if len(batch) >= 1000:
+            deleted += await client.unlink(*batch)
+            batch.clear()
+    if batch:
+        deleted += await client.unlink(*batch)
+    return deleted

@@ -1,0 +1,543 @@
+"""Benchmark the caching gateway side by side with what it sits on, in one run:
+
+  miss   added latency of a gateway miss versus calling the engine directly (alternating unique
+         prompts, temperature 0, max_tokens 1). Two views: the difference of the client-side
+         percentiles, and per request "total minus the engine time the gateway measured" (its
+         Server-Timing header), which is not drowned in the engine's own jitter.
+  hit    latency p50/p99 and requests/s at each concurrency for the local tier (a gateway with the
+         default LRU) and the Redis tier (a gateway with CACHE_MAX_ENTRIES=0, so every hit is a
+         Redis GET), plus the cache library's Redis-tier get() without HTTP.
+  ceiling  `redis-benchmark -t get` at the same concurrencies and value size: what Redis itself does.
+
+Two gateways (python -m devloop.gateway) and, unless --redis-url is given, a private redis-server
+are started and stopped by the benchmark. The load generator is an aiohttp client in this process,
+so on a small machine it competes with the gateway for CPU: the numbers are a floor.
+Prints a table to stderr and JSON to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from devloop.errors import DevloopError, UsageError
+from devloop.ports import free_port as _free_port
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--upstream-url",
+        default=os.environ.get("UPSTREAM_URL", "http://localhost:8000"),
+        help="the vLLM server (default $UPSTREAM_URL or http://localhost:8000)",
+    )
+    parser.add_argument("--model", help="model name to request (default: the first of /v1/models)")
+    parser.add_argument(
+        "--redis-url", help="an existing Redis (default: start a private redis-server)"
+    )
+    parser.add_argument(
+        "--concurrency", default="1,16,64", help="hit concurrencies (default 1,16,64)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=3.0, help="seconds per hit measurement (default 3)"
+    )
+    parser.add_argument(
+        "--misses",
+        type=int,
+        default=60,
+        help="miss requests each way, direct and through the gateway (default 60)",
+    )
+    parser.add_argument(
+        "--redis-benchmark-requests",
+        type=int,
+        default=100000,
+        help="GETs per redis-benchmark run (default 100000)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="hit load generator: wrk (C, like redis-benchmark; the fair comparison) or this "
+        "process's aiohttp client (default: wrk when it is installed)",
+    )
+
+
+
+def _wait_http(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise DevloopError(
+                f"a process the benchmark started exited early (code {process.returncode})"
+            )
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.05)
+    raise DevloopError(f"{url} did not answer within {timeout}s")
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {
+        "p50_ms": round(pick(0.50) * 1000, 3),
+        "p99_ms": round(pick(0.99) * 1000, 3),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
+        "n": len(ordered),
+    }
+
+
+def _random_prompt(rng: random.Random) -> str:
+    words = ["alpha", "bravo", "delta", "echo", "kilo", "lima", "oscar", "papa", "tango", "zulu"]
+    # A unique number first, so no two prompts share a prefix the engine could reuse.
+    return f"{rng.randrange(10**12)} " + " ".join(rng.choice(words) for _ in range(12))
+
+
+async def _miss_overhead(
+    upstream: str, gateway: str, model: str, count: int, gateway_pid: int
+) -> dict[str, Any]:
+    import aiohttp
+
+    rng = random.Random(1234)
+    direct: list[float] = []
+    via: list[float] = []
+    added: list[float] = []
+    async with aiohttp.ClientSession() as session:
+
+        async def call(base: str) -> tuple[float, Any]:
+            body = {
+                "model": model,
+                "prompt": _random_prompt(rng),
+                "temperature": 0,
+                "max_tokens": 1,
+            }
+            started = time.perf_counter()
+            async with session.post(base + "/v1/completions", json=body) as response:
+                await response.read()
+                elapsed = time.perf_counter() - started
+                if response.status != 200:
+                    raise DevloopError(f"{base} answered {response.status}; is --model right?")
+                return elapsed, response.headers
+
+        for _ in range(3):  # warm up both paths (connections, engine)
+            await call(upstream)
+            await call(gateway)
+        # After the warm-up: the first requests import modules lazily and open connections.
+        cpu_before = _cpu_seconds(gateway_pid)
+        for _ in range(count):
+            elapsed, _ = await call(upstream)
+            direct.append(elapsed)
+            elapsed, headers = await call(gateway)
+            via.append(elapsed)
+            if headers.get("X-Cache") != "MISS":
+                raise DevloopError(
+                    "a unique prompt was not a MISS: is the gateway caching by prefix?"
+                )
+            timing = headers.get("Server-Timing", "")
+            upstream_ms = float(timing.split("dur=")[1]) if "dur=" in timing else 0.0
+            added.append(elapsed - upstream_ms / 1000)
+    direct_p, via_p = _percentiles(direct), _percentiles(via)
+    return {
+        "direct": direct_p,
+        "via_gateway": via_p,
+        "added_p50_ms_by_difference": round(via_p["p50_ms"] - direct_p["p50_ms"], 3),
+        "added_p99_ms_by_difference": round(via_p["p99_ms"] - direct_p["p99_ms"], 3),
+        "added_by_server_timing": _percentiles(added),
+        "gateway_cpu_ms_per_request": _per_request_ms(cpu_before, _cpu_seconds(gateway_pid), count),
+    }
+
+
+async def _hit_load(
+    url: str, body: dict[str, Any], concurrency: int, duration: float
+) -> dict[str, Any]:
+    import aiohttp
+
+    payload = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    latencies: list[float] = []
+    not_hits = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker(deadline: float) -> None:
+            nonlocal not_hits
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                async with session.post(url, data=payload, headers=headers) as response:
+                    await response.read()
+                    if response.headers.get("X-Cache") != "HIT":
+                        not_hits += 1
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(
+            *(worker(time.perf_counter() + 0.3) for _ in range(concurrency))
+        )  # warm-up
+        latencies.clear()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(started + duration) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {
+        **_percentiles(latencies),
+        "rps": round(len(latencies) / elapsed, 1),
+        "not_hits": not_hits,
+    }
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _per_request_ms(
+    before: float | None, after: float | None, count: int, scale: float = 1000.0
+) -> float | None:
+    if before is None or after is None or count <= 0:
+        return None
+    return round((after - before) / count * scale, 3)
+
+
+def _wrk_unit(text: str) -> float:
+    """wrk's durations ("193.00us", "1.12ms", "2.00s") in milliseconds."""
+    for suffix, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(suffix):
+            return round(float(text[: -len(suffix)]) * factor, 3)
+    raise ValueError(text)
+
+
+def _wrk_load(
+    url: str, body: dict[str, Any], concurrency: int, duration: float, workdir: Path, gateway: str
+) -> dict[str, Any]:
+    """Hits driven by wrk (one C thread, like redis-benchmark): p50/p99 and requests/s. The
+    gateway's own counters prove every request was a hit."""
+    import requests
+
+    script = workdir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = [==[{json.dumps(body)}]==]\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    before = requests.get(gateway + "/cache/stats", timeout=10).json()
+    output = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 60,
+    ).stdout
+    after = requests.get(gateway + "/cache/stats", timeout=10).json()
+    result: dict[str, Any] = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("50%", "99%"):
+            result[f"p{parts[0][:-1]}_ms"] = _wrk_unit(parts[1])
+        elif line.startswith("Requests/sec:"):
+            result["rps"] = float(parts[1])
+        elif "requests in" in line:
+            result["n"] = int(parts[0])
+        elif line.strip().startswith("Non-2xx"):
+            result["non_2xx"] = int(parts[-1])
+    hits = (after["hits_local"] + after["hits_redis"]) - (
+        before["hits_local"] + before["hits_redis"]
+    )
+    result["not_hits"] = (after["requests"] - before["requests"]) - hits
+    return result
+
+
+async def _library_load(
+    redis_url: str, key: str, concurrency: int, duration: float
+) -> dict[str, Any]:
+    from devloop.cache import CacheConfig, ResponseCache
+
+    cache = ResponseCache(
+        CacheConfig(max_entries=0, redis_url=redis_url, redis_timeout_seconds=1.0)
+    )
+    latencies: list[float] = []
+    misses = 0
+
+    async def worker(deadline: float) -> None:
+        nonlocal misses
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            if await cache.get(key) is None:
+                misses += 1
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(worker(time.perf_counter() + 0.3) for _ in range(concurrency)))
+    latencies.clear()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(started + duration) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    await cache.aclose()
+    return {**_percentiles(latencies), "rps": round(len(latencies) / elapsed, 1), "misses": misses}
+
+
+def _redis_benchmark(
+    host: str, port: int, concurrency: int, requests_count: int, size: int
+) -> dict[str, Any]:
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return {"error": "redis-benchmark not installed"}
+    output = subprocess.run(
+        [
+            binary,
+            "-h",
+            host,
+            "-p",
+            str(port),
+            "-t",
+            "get",
+            "-n",
+            str(requests_count),
+            "-c",
+            str(concurrency),
+            "-d",
+            str(size),
+            "--csv",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    lines = [line for line in output.splitlines() if line.startswith('"')]
+    header = [cell.strip('"') for cell in lines[0].split(",")]
+    values = [cell.strip('"') for cell in lines[1].split(",")]
+    row = dict(zip(header, values))
+    return {
+        "rps": float(row["rps"]),
+        "p50_ms": float(row.get("p50_latency_ms", "nan")),
+        "p99_ms": float(row.get("p99_latency_ms", "nan")),
+    }
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = []
+    miss = result["miss"]
+    lines.append("miss overhead (gateway vs direct, ms)       p50      p99")
+    lines.append(
+        f"  direct to engine                      {miss['direct']['p50_ms']:8.2f} {miss['direct']['p99_ms']:8.2f}"
+    )
+    lines.append(
+        f"  through gateway                       {miss['via_gateway']['p50_ms']:8.2f} {miss['via_gateway']['p99_ms']:8.2f}"
+    )
+    st = miss["added_by_server_timing"]
+    lines.append(f"  added (total - engine time)           {st['p50_ms']:8.3f} {st['p99_ms']:8.3f}")
+    lines.append(f"  gateway CPU per miss (ms)             {miss['gateway_cpu_ms_per_request']}")
+    lines.append("")
+    lines.append(
+        "hits                      conc   p50 ms   p99 ms      req/s  of redis-bench  not hit  cpu us/req"
+    )
+    for level in result["hits"]:
+        ceiling = level["redis_benchmark"].get("rps")
+        for name in ("local_tier", "redis_tier", "library_redis_tier"):
+            row = level[name]
+            share = f"{row['rps'] / ceiling:8.1%}" if ceiling else ""
+            lines.append(
+                f"  {name:22} {level['concurrency']:5} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f} "
+                f"{row['rps']:10.0f}  {share:>13}  {row.get('not_hits', row.get('misses', 0)):>7}  "
+                f"{row.get('gateway_cpu_us_per_request') or '':>10}"
+            )
+        rb = level["redis_benchmark"]
+        if "rps" in rb:
+            lines.append(
+                f"  {'redis-benchmark GET':22} {level['concurrency']:5} {rb['p50_ms']:8.3f} "
+                f"{rb['p99_ms']:8.3f} {rb['rps']:10.0f}"
+            )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import requests
+
+    try:
+        levels = [int(part) for part in args.concurrency.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(
+            f"--concurrency {args.concurrency!r}: give integers like 1,16,64"
+        ) from None
+    upstream = args.upstream_url.rstrip("/")
+    try:
+        model = (
+            args.model or requests.get(upstream + "/v1/models", timeout=10).json()["data"][0]["id"]
+        )
+    except (requests.RequestException, KeyError, IndexError, ValueError) as error:
+        raise DevloopError(
+            f"cannot list models at {upstream} ({error}); start vLLM or pass --upstream-url"
+        ) from None
+
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "python"
+    elif client == "wrk" and not shutil.which("wrk"):
+        raise DevloopError(
+            "wrk is not installed (scripts/bootstrap.sh installs it); use --client python"
+        )
+    processes: list[subprocess.Popen] = []
+    workdir = tempfile.mkdtemp(prefix="devloop-cachebench-")
+    logs = contextlib.ExitStack()
+    try:
+        redis_url = args.redis_url
+        if not redis_url:
+            binary = shutil.which("redis-server")
+            if binary is None:
+                raise DevloopError("redis-server is not installed: install it or pass --redis-url")
+            port = _free_port()
+            processes.append(
+                subprocess.Popen(
+                    [
+                        binary,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        workdir,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            redis_url = f"redis://127.0.0.1:{port}/0"
+            time.sleep(0.3)
+        from urllib.parse import urlparse
+
+        parsed = urlparse(redis_url)
+        gateways = {}
+        pids: dict[str, int] = {}
+        for name, extra in (("local", []), ("redis", ["--cache-max-entries", "0"])):
+            port = _free_port()
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "devloop.gateway",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--upstream-url",
+                        upstream,
+                        "--redis-url",
+                        redis_url,
+                        *extra,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=logs.enter_context(open(Path(workdir) / f"gateway-{name}.log", "wb")),  # noqa: SIM115
+                )
+            )
+            gateways[name] = f"http://127.0.0.1:{port}"
+            pids[name] = processes[-1].pid
+            _wait_http(gateways[name] + "/health", processes[-1])
+
+        result: dict[str, Any] = {
+            "upstream": upstream,
+            "model": model,
+            "redis": redis_url,
+            "cpus": os.cpu_count(),
+            "duration_s": args.duration,
+            "hit_client": client,
+        }
+        print(f"miss overhead: {args.misses} requests each way ...", file=sys.stderr)
+        result["miss"] = asyncio.run(
+            _miss_overhead(upstream, gateways["local"], model, args.misses, pids["local"])
+        )
+
+        body = {
+            "model": model,
+            "prompt": "The cache benchmark prompt.",
+            "temperature": 0,
+            "max_tokens": 16,
+        }
+        prefill = requests.post(gateways["local"] + "/v1/completions", json=body, timeout=120)
+        if prefill.status_code != 200:
+            raise DevloopError(f"prefill failed: {prefill.status_code} {prefill.text[:200]}")
+        time.sleep(0.2)  # the Redis write follows the answer
+        from devloop.cache import cache_key
+
+        key = cache_key("/v1/completions", body)
+        result["answer_bytes"] = len(prefill.content)
+        result["hits"] = []
+        for concurrency in levels:
+            print(f"hits at concurrency {concurrency} ...", file=sys.stderr)
+            level: dict[str, Any] = {"concurrency": concurrency}
+            for name in ("local", "redis"):
+                url = gateways[name] + "/v1/completions"
+                cpu_before = _cpu_seconds(pids[name])
+                if client == "wrk":
+                    level[f"{name}_tier"] = _wrk_load(
+                        url, body, concurrency, args.duration, Path(workdir), gateways[name]
+                    )
+                else:
+                    level[f"{name}_tier"] = asyncio.run(
+                        _hit_load(url, body, concurrency, args.duration)
+                    )
+                # CPU per hit does not depend on how busy the machine is, unlike latency.
+                level[f"{name}_tier"]["gateway_cpu_us_per_request"] = _per_request_ms(
+                    cpu_before, _cpu_seconds(pids[name]), level[f"{name}_tier"].get("n", 0), 1e6
+                )
+            level["library_redis_tier"] = asyncio.run(
+                _library_load(redis_url, key, concurrency, args.duration)
+            )
+            level["redis_benchmark"] = _redis_benchmark(
+                parsed.hostname or "127.0.0.1",
+                parsed.port or 6379,
+                concurrency,
+                args.redis_benchmark_requests,
+                len(prefill.content),
+            )
+            ceiling = level["redis_benchmark"].get("rps")
+            if ceiling:
+                # The local tier's share is the bound for the Redis tier: it is the same HTTP path
+                # without the Redis call, so the gap between the two is what Redis costs.
+                for name in ("local_tier", "redis_tier", "library_redis_tier"):
+                    level[f"{name}_share_of_ceiling"] = round(level[name]["rps"] / ceiling, 4)
+            result["hits"].append(level)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        logs.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(_table(result), file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,189 @@
+"""`devloop doctor`: is this machine ready for the dev loop? One line per check, with the fix.
+
+Gathering runs the real tools (kubectl, docker, tilt) and reads the rendered overlay into a
+`doctor_checks.Facts`; the checks themselves are pure functions in `devloop.doctor_checks`.
+Cluster queries go only to a local context (the Tiltfile's list), read-only, with a short
+timeout, so doctor never waits on or touches a remote cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from devloop import doctor_checks as checks
+from devloop import manifests
+from devloop.errors import DevloopError
+
+DEFAULT_IMAGE = "vllm-devloop:dev"
+REQUEST_TIMEOUT = "5s"  # kubectl --request-timeout: a stopped cluster must not hang the doctor
+COMMAND_TIMEOUT = 20.0
+
+
+def _run(argv: Sequence[str], env: Mapping[str, str], timeout: float = COMMAND_TIMEOUT
+         ) -> tuple[int, str, str]:
+    try:
+        result = subprocess.run(list(argv), capture_output=True, text=True, env=dict(env),
+                                timeout=timeout, check=False)
+    except FileNotFoundError as missing:
+        return 127, "", str(missing)
+    except subprocess.TimeoutExpired:
+        return 124, "", f"{argv[0]} did not answer within {timeout:.0f} s"
+    return result.returncode, result.stdout, result.stderr.strip()
+
+
+def host_architecture(env: Mapping[str, str] | None = None) -> str:
+    """The machine's own architecture, amd64 or arm64. A Python running under Rosetta on Apple
+    Silicon reports x86_64; the kernel's sysctl.proc_translated tells the truth."""
+    machine = checks.normalise_arch(platform.machine())
+    if platform.system() == "Darwin" and machine == "amd64":
+        code, out, _ = _run(["sysctl", "-n", "sysctl.proc_translated"], env or os.environ, 5)
+        if code == 0 and out.strip() == "1":
+            return "arm64"
+    return machine
+
+
+def overlay_facts(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the checks need from a rendered overlay."""
+    namespaces = [obj["metadata"]["name"] for obj in objects if obj.get("kind") == "Namespace"]
+    namespaces += [obj["metadata"]["namespace"] for obj in objects
+                   if obj.get("metadata", {}).get("namespace")]
+    pvcs = [obj for obj in objects if obj.get("kind") == "PersistentVolumeClaim"]
+    return {
+        "namespace": namespaces[0] if namespaces else "default",
+        "resources": checks.overlay_resources(objects),
+        "ingress_classes_needed": tuple(sorted({
+            obj["spec"].get("ingressClassName", "nginx") for obj in objects
+            if obj.get("kind") == "Ingress"})),
+        "has_network_policies": any(obj.get("kind") == "NetworkPolicy" for obj in objects),
+        "pvc_name": pvcs[0]["metadata"]["name"] if pvcs else "llm-model-cache",
+        "pvc_storage_class": pvcs[0]["spec"].get("storageClassName") if pvcs else None,
+    }
+
+
+def _kubectl_json(kubectl: str, args: Sequence[str], env: Mapping[str, str]) -> Any | None:
+    code, out, _ = _run([kubectl, *args, "-o", "json", f"--request-timeout={REQUEST_TIMEOUT}"], env)
+    if code != 0:
+        return None
+    return json.loads(out) if out.strip() else {}
+
+
+def gather(overlay: str, root: Path | None = None, env: Mapping[str, str] | None = None,
+           image: str = DEFAULT_IMAGE) -> checks.Facts:
+    """Run the real commands and collect what the checks look at. `env` is the environment the
+    tools run with (KUBECONFIG, PATH for tilt and docker); default: this process's."""
+    env = dict(os.environ if env is None else env)
+    root = root or manifests.project_root()
+    manifests.overlay_dir(overlay, root)  # an unknown overlay is a usage error, before any work
+    facts = checks.Facts(overlay=overlay, host_arch=host_architecture(env), image=image,
+                         docker_default_platform=env.get("DOCKER_DEFAULT_PLATFORM", ""))
+    try:
+        facts = replace(facts, **overlay_facts(
+            manifests.load_objects(manifests.render_overlay(overlay, root))))
+    except DevloopError as error:
+        facts = replace(facts, render_error=str(error))
+    facts = replace(facts, tilt_version=_tilt_version(env))
+    facts = replace(facts, image_arch=_image_arch(image, env))
+    try:
+        kubectl = manifests.kubectl_path()
+    except DevloopError as error:
+        return replace(facts, kubectl_error=str(error))
+    return _gather_cluster(replace(facts, kubectl=kubectl), kubectl, env)
+
+
+def _gather_cluster(facts: checks.Facts, kubectl: str, env: Mapping[str, str]) -> checks.Facts:
+    code, out, _ = _run([kubectl, "version", "--client", "-o", "json"], env)
+    if code == 0:
+        facts = replace(facts, kubectl_version=json.loads(out)["clientVersion"]["gitVersion"])
+    code, out, _ = _run([kubectl, "config", "current-context"], env)
+    if code != 0 or not out.strip():
+        return facts
+    facts = replace(facts, context=out.strip())
+    if not checks.is_local_context(facts.context):
+        return facts  # never query a cluster that is not on this machine
+    code, out, err = _run([kubectl, "get", "nodes", "-o", "json",
+                           f"--request-timeout={REQUEST_TIMEOUT}"], env)
+    if code != 0:
+        return replace(facts, reachable=False, cluster_error=err.splitlines()[-1] if err else "")
+    facts = replace(facts, reachable=True, nodes=checks.parse_nodes(json.loads(out)))
+    classes = _kubectl_json(kubectl, ["get", "ingressclasses"], env)
+    daemonsets = _kubectl_json(kubectl, ["get", "daemonsets", "--all-namespaces"], env)
+    storage = _kubectl_json(kubectl, ["get", "storageclasses"], env)
+    pvc = _kubectl_json(kubectl, ["-n", facts.namespace or "default", "get", "pvc",
+                                  facts.pvc_name, "--ignore-not-found"], env)
+    return replace(
+        facts,
+        ingress_classes=None if classes is None else tuple(
+            item["metadata"]["name"] for item in classes.get("items", [])),
+        daemonsets=None if daemonsets is None else checks.parse_daemonsets(daemonsets),
+        storage_classes=None if storage is None else checks.parse_storage_classes(storage),
+        pvc_phase=None if pvc is None else pvc.get("status", {}).get("phase", ""),
+    )
+
+
+def _tilt_version(env: Mapping[str, str]) -> str | None:
+    tilt = shutil.which("tilt", path=env.get("PATH", ""))
+    if not tilt:
+        return None
+    code, out, err = _run([tilt, "version"], env)
+    return (out or err).strip() if code == 0 else f"unreadable: {err}"
+
+
+def _image_arch(image: str, env: Mapping[str, str]) -> str | None:
+    """The built image's architecture, from the Docker daemon Tilt builds with (None: no docker,
+    no daemon, or not built yet)."""
+    docker = shutil.which("docker", path=env.get("PATH", ""))
+    if not docker:
+        return None
+    code, out, _ = _run([docker, "image", "inspect", image, "--format", "{{.Architecture}}"], env)
+    return checks.normalise_arch(out) if code == 0 and out.strip() else None
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "doctor",
+        help="check that kubectl, the cluster, Docker and Tilt are ready for an overlay",
+        description="Check this machine and its local cluster for the dev loop: kubectl and a "
+        "local context, cluster reachable, enough memory and CPUs for the overlay, image "
+        "architecture, Tilt, ingress controller, NetworkPolicy enforcement, model-cache PVC. "
+        "Exit 0 when nothing failed (warnings allowed), 1 when a check failed.",
+    )
+    parser.add_argument("--overlay", default="dev", help="overlay to check against (default: dev)")
+    parser.add_argument("--json", action="store_true", help="print a JSON report for CI")
+    parser.set_defaults(handler=run)
+
+
+def format_report(report: checks.Report, facts: checks.Facts) -> str:
+    lines = [(f"devloop doctor: overlay {facts.overlay} (namespace {facts.namespace or '?'}), "
+             f"host {facts.host_arch}")]
+    width = max(len(result.name) for result in report.results)
+    for result in report.results:
+        label = result.status.upper() if result.status == checks.FAIL else result.status
+        lines.append(f"{label:<5} {result.name:<{width}}  {result.summary}")
+        if result.fix and result.status in (checks.WARN, checks.FAIL):
+            lines.append(f"{'':<5} {'':<{width}}  fix: {result.fix}")
+    counts = {status: sum(r.status == status for r in report.results)
+              for status in (checks.FAIL, checks.WARN, checks.PASS, checks.SKIP)}
+    lines.append(f"{counts['fail']} failed, {counts['warn']} warnings, {counts['pass']} passed, "
+                 f"{counts['skip']} skipped")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    facts = gather(args.overlay)
+    report = checks.run_checks(facts)
+    if args.json:
+        print(json.dumps({"overlay": facts.overlay, "namespace": facts.namespace,
+                          "host_arch": facts.host_arch, "ok": report.exit_code == 0,
+                          "checks": [asdict(result) for result in report.results]}, indent=2))
+    else:
+        print(format_report(report, facts))
+    return report.exit_code

@@ -1,0 +1,142 @@
+"""Session fixtures every test level shares: one real vLLM CPU server per test run.
+
+The server is what the dev overlay's pod runs (`devloop entrypoint` with the overlay's rendered
+ConfigMap), with the model replaced by the offline `tiny` one, eager mode and a 1 GiB KV cache.
+Under pytest-xdist every worker asks for it: the first to take a file lock starts it and
+records its URL in a state file; the others wait on the lock and read the file. The controller
+process (which outlives the workers) stops it when the run ends.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+from devloop.ports import free_port as _free_port
+
+STATE_DIR_ENV = "DEVLOOP_TEST_STATE_DIR"
+_OWNS_STATE_DIR = pytest.StashKey[bool]()
+VLLM_READY_TIMEOUT = 420.0  # a cold start is ~30 s; a machine busy with other tests needs more
+
+
+@dataclass(frozen=True)
+class VllmServer:
+    base_url: str
+    served_model: str
+    pid: int
+    log_path: str
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Only the controller (or a run without xdist) creates the directory; workers inherit the
+    # variable because xdist starts them after this hook ran.
+    owner = not hasattr(config, "workerinput") and STATE_DIR_ENV not in os.environ
+    config.stash[_OWNS_STATE_DIR] = owner
+    if owner:
+        os.environ[STATE_DIR_ENV] = tempfile.mkdtemp(prefix="devloop-tests-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not config.stash.get(_OWNS_STATE_DIR, False):
+        return
+    state_dir = Path(os.environ.pop(STATE_DIR_ENV))
+    state_file = state_dir / "vllm.json"
+    if state_file.is_file():
+        state = json.loads(state_file.read_text())
+        if "pid" in state:
+            _stop_process_group(state["pid"])
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _stop_process_group(pid: int) -> None:
+    import signal
+    import time
+
+    for sig, grace in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                # Without xdist the server is this process's child: reap it, or its zombie
+                # keeps the group "alive" for the whole grace period.
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+
+def _start_vllm(state_dir: Path) -> dict:
+    """Start the server and wait until the health check passes; the state to share."""
+    from devloop import health, serve
+
+    if importlib.util.find_spec("vllm") is None:
+        return {"error": "vLLM is not installed in this environment: run "
+                         "`bash scripts/bootstrap.sh` (or deselect with -m 'not vllm')"}
+    port = _free_port()
+    settings = serve.local_environment(
+        "dev",
+        model="tiny",
+        port=port,
+        overrides={"ENFORCE_EAGER": "true", "VLLM_CPU_KVCACHE_SPACE": "1"},
+    )
+    log_path = state_dir / "vllm.log"
+    process = serve.start_server(settings, log_path)
+    url = f"http://127.0.0.1:{port}"
+
+    def exited() -> str | None:
+        code = process.poll()
+        return None if code is None else f"exited with code {code}"
+
+    report = health.wait_until_ready(url, VLLM_READY_TIMEOUT, interval=0.5, give_up=exited)
+    if not report.ready:
+        serve.stop_server(process)
+        return {"error": f"the vLLM server did not become ready ({report.waiting_for}); "
+                         f"last lines of its log:\n{serve.log_tail(log_path, 40)}"}
+    server = VllmServer(url, report.model or "tiny", process.pid, str(log_path))
+    return asdict(server)
+
+
+@pytest.fixture(scope="session")
+def vllm_server() -> VllmServer:
+    """The run's one vLLM server (started on first use, stopped when the run ends)."""
+    state_dir = Path(os.environ[STATE_DIR_ENV])
+    state_file = state_dir / "vllm.json"
+    with open(state_dir / "vllm.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+        else:
+            state = _start_vllm(state_dir)
+            # A failed start is recorded too, so the other workers fail at once instead of
+            # each trying again for minutes.
+            state_file.write_text(json.dumps(state))
+    if "error" in state:
+        pytest.fail(state["error"], pytrace=False)
+    return VllmServer(**state)
+
+
+@pytest.fixture(scope="session")
+def vllm_base_url(vllm_server: VllmServer) -> str:
+    """Base URL of the shared real vLLM server, like http://127.0.0.1:PORT (no /v1)."""
+    return vllm_server.base_url
+
+
+@pytest.fixture(scope="session")
+def vllm_served_model(vllm_server: VllmServer) -> str:
+    """The model name clients put in requests to the shared server."""
+    return vllm_server.served_model

@@ -1,0 +1,345 @@
+"""Real servers for the integration tests: redis-server, the gateway, a small HTTP upstream.
+
+- `redis_server`: one redis-server per test session (per xdist worker: it is cheap, ~10 ms, and
+  tests that flush it must not see another worker's keys), on a free port. `redis_url` hands each
+  test an empty database of it.
+- `own_redis`: a redis-server of the test's own, for tests that stop and restart it.
+- `start_gateway(...)`: `devloop gateway` as a real subprocess on a free port, stopped after the test.
+- `toy_upstream`: a real aiohttp server in a thread, for failure modes the real engine cannot be
+  asked to produce (5xx, HTML error pages, hangs, slow answers) and for counting arrivals. Tests of
+  caching correctness, streaming and single flight against the engine use `vllm_base_url`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from devloop.ports import free_port
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"process exited with {process.returncode} before listening on {port}"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process: no persistence, a fixed port so a restart comes back at the same URL."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        for attempt in range(5):
+            self.process = subprocess.Popen(
+                [
+                    REDIS_SERVER,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.workdir),
+                    "--protected-mode",
+                    "no",
+                    "--maxmemory",
+                    "64mb",
+                    "--maxmemory-policy",
+                    "allkeys-lru",
+                    "--loglevel",
+                    "warning",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                _wait_for_port(self.port, self.process, timeout=10)
+                return
+            except RuntimeError:
+                # Someone took the port between free_port() and bind: pick another.
+                self.stop()
+                self.port = free_port()
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis accepts connections but answers nothing (a stuck server)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def client(self):  # a plain synchronous client for assertions
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=2)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if not os.path.exists(REDIS_SERVER):
+        pytest.skip(
+            "redis-server is not installed (scripts/bootstrap.sh installs it; macOS: brew install redis)"
+        )
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    client = redis_server.client()
+    client.flushdb()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    if not os.path.exists(REDIS_SERVER):
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    if server.process and server.process.poll() is None:
+        server.resume()  # a paused server ignores SIGTERM until continued
+    server.stop()
+
+
+@dataclass
+class GatewayProcess:
+    """A running `devloop gateway` subprocess."""
+
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict:
+        return requests.get(self.url + "/cache/stats", timeout=5).json()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # SIGTERM, what Kubernetes sends
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """start_gateway(upstream_url, redis_url="", *extra_flags, env=None) -> GatewayProcess.
+
+    Runs `python -m devloop.gateway` (the `devloop gateway` subcommand alone), so these tests do not
+    depend on every other subcommand importing; test_gateway_cli.py covers the `devloop` entry."""
+    started: list[GatewayProcess] = []
+
+    def start(
+        upstream_url: str,
+        redis_url: str = "",
+        *flags: str,
+        env: dict | None = None,
+        cwd: Path | None = None,
+    ) -> GatewayProcess:
+        port = free_port()
+        log_path = tmp_path / f"gateway-{port}.log"
+        environment = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("UPSTREAM_URL", "REDIS_URL", "GATEWAY_PORT")
+        }
+        environment.update(env or {})
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devloop.gateway",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--upstream-url",
+                upstream_url,
+                "--redis-url",
+                redis_url,
+                *flags,
+            ],
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=cwd,
+        )
+        gateway = GatewayProcess(process, port, log_path)
+        started.append(gateway)
+        try:
+            _wait_for_port(port, process, timeout=30)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}\n{gateway.log()}") from None
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+class ToyUpstream:
+    """A real OpenAI-shaped HTTP server whose behaviour the prompt selects:
+
+    "status:N"   answers N with a JSON error body      "html:N"   answers N with an HTML page
+    "sleep:S"    waits S seconds, then answers 200     "hang"     never answers (until shutdown)
+    anything else: 200 with a completion that names the prompt and the arrival number.
+    `arrivals` counts requests per prompt; streaming requests get three SSE chunks.
+    """
+
+    def __init__(self) -> None:
+        self.arrivals: Counter[str] = Counter()
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        from aiohttp import web
+
+        async def completions(request: web.Request) -> web.StreamResponse:
+            body = await request.json()
+            prompt = str(body.get("prompt", body.get("messages", "")))
+            self.arrivals[prompt] += 1
+            number = self.arrivals[prompt]
+            if prompt.startswith("status:"):
+                status = int(prompt.split(":")[1])
+                return web.json_response(
+                    {
+                        "error": {
+                            "message": "toy failure",
+                            "type": "BadRequestError",
+                            "param": None,
+                            "code": status,
+                        }
+                    },
+                    status=status,
+                )
+            if prompt.startswith("html:"):
+                return web.Response(
+                    status=int(prompt.split(":")[1]),
+                    text="<html>bad gateway</html>",
+                    content_type="text/html",
+                )
+            if prompt == "hang":
+                await asyncio.sleep(3600)
+            if prompt.startswith("sleep:"):
+                await asyncio.sleep(float(prompt.split(":")[1]))
+            if body.get("stream"):
+                response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                await response.prepare(request)
+                for token in ("a", "b", "c"):
+                    await response.write(
+                        f"data: {json.dumps({'choices': [{'text': token}]})}\n\n".encode()
+                    )
+                    await asyncio.sleep(0.05)
+                await response.write(b"data: [DONE]\n\n")
+                return response
+            return web.json_response(
+                {
+                    "id": f"cmpl-{number}",
+                    "object": "text_completion",
+                    "choices": [
+                        {"index": 0, "text": f"{prompt}#{number}", "finish_reason": "length"}
+                    ],
+                }
+            )
+
+        async def models(request: web.Request) -> web.Response:
+            return web.json_response({"object": "list", "data": [{"id": "toy", "object": "model"}]})
+
+        async def health(request: web.Request) -> web.Response:
+            return web.Response(text="")
+
+        app = web.Application()
+        app.router.add_post("/v1/completions", completions)
+        app.router.add_post("/v1/chat/completions", completions)
+        app.router.add_get("/v1/models", models)
+        app.router.add_get("/health", health)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._runner = runner
+        self._ready.set()
+        self._loop.run_forever()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10)
+
+    def stop(self) -> None:
+        # Clean up inside the loop (cancels a "hang" handler), then stop it.
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture
+def toy_upstream() -> Iterator[ToyUpstream]:
+    server = ToyUpstream()
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,419 @@
+"""The real Tiltfile, evaluated in Starlark with Tilt's API recorded, checked against what the
+overlays render (kubectl kustomize) and what image/Dockerfile builds."""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+from pathlib import Path
+
+import pytest
+import starlark
+
+from devloop import manifests
+
+from .conftest import OVERLAYS, ROOT, TILTFILE, evaluate
+from .tilt_api import (
+    Blob,
+    TiltEnvironment,
+    TiltfileError,
+    TriggerMode,
+    image_name,
+    pod_containers,
+)
+
+IMAGE = "vllm-devloop"
+ENGINE, GATEWAY, REDIS = "llm-engine", "llm-gateway", "llm-redis"
+LOCAL_CONTEXTS = ["docker-desktop", "kind-kind", "kind-vllm", "k3d-dev", "minikube", "orbstack",
+                  "rancher-desktop"]
+REMOTE_CONTEXTS = ["gke_acme-prod_europe-west1_main", "arn:aws:eks:eu-west-1:1234:cluster/prod",
+                   "prod", "kind", "my-kind-cluster", "minikube-remote", ""]
+
+overlays = pytest.mark.parametrize("overlay", OVERLAYS)
+
+
+def _workloads(resources):
+    return {name: r for name, r in resources.items() if r.workload is not None}
+
+
+def _build(rec):
+    assert len(rec.docker_builds) == 1, [b.ref for b in rec.docker_builds]
+    return rec.docker_builds[0]
+
+
+def _syncs(build):
+    return [step.paths for step in build.live_update if step.kind == "sync"]
+
+
+def _fall_back_paths(build):
+    return [p for step in build.live_update if step.kind == "fall_back_on" for p in step.paths]
+
+
+def _in_context(build, path: str) -> str:
+    """`path` (relative to the Tiltfile) as a path relative to the build context."""
+    absolute = (TILTFILE.parent / path).resolve()
+    return absolute.relative_to(build.context).as_posix()
+
+
+# -- what gets deployed ---------------------------------------------------------------------
+
+
+@overlays
+def test_deploys_exactly_what_kubectl_kustomize_renders(tilt_up, overlay):
+    rec, _ = tilt_up(overlay)
+    assert len(rec.k8s_yaml) == 1
+    handed = rec.k8s_yaml[0]
+    assert isinstance(handed, Blob), "k8s_yaml got a string, which Tilt reads as a file path"
+    assert handed.source == f"kustomize/overlays/{overlay}"
+    assert handed.text == manifests.render_overlay(overlay, ROOT)
+
+
+def test_overlay_defaults_to_dev():
+    _, rec = evaluate()
+    assert rec.failure is None
+    assert rec.k8s_yaml[0].source == "kustomize/overlays/dev"
+
+
+def test_tilt_config_json_remembers_the_overlay():
+    _, rec = evaluate(tilt_config={"overlay": "optimized"})
+    assert rec.k8s_yaml[0].source == "kustomize/overlays/optimized"
+
+
+def test_overlay_flag_overrides_tilt_config_json():
+    _, rec = evaluate(args=["--overlay", "dev"], tilt_config={"overlay": "optimized"})
+    assert rec.k8s_yaml[0].source == "kustomize/overlays/dev"
+
+
+def test_unknown_overlay_names_the_available_ones():
+    _, rec = evaluate(args=["--overlay=prod"])
+    assert rec.failure is not None
+    assert "unknown overlay 'prod'" in rec.failure
+    assert f"the overlays are: {', '.join(OVERLAYS)}" in rec.failure
+    assert not rec.k8s_yaml and not rec.docker_builds, "nothing may be deployed after fail()"
+
+
+def test_overlay_list_comes_from_the_directories(tmp_path):
+    """A new overlay directory is selectable without editing the Tiltfile; a directory without
+    a kustomization.yaml is not an overlay."""
+    (tmp_path / "Tiltfile").write_text(TILTFILE.read_text(encoding="utf-8"), encoding="utf-8")
+    for name in ("alpha", "beta"):
+        (tmp_path / "kustomize/overlays" / name).mkdir(parents=True)
+        (tmp_path / "kustomize/overlays" / name / "kustomization.yaml").write_text("resources: []\n")
+    (tmp_path / "kustomize/overlays/notes").mkdir()
+    (tmp_path / "kustomize/overlays/notes/README.md").write_text("not an overlay\n")
+    rec = TiltEnvironment(tmp_path / "Tiltfile", args=["--overlay=gamma"]).run()
+    assert rec.failure is not None and "the overlays are: alpha, beta (" in rec.failure
+
+
+# -- the image ------------------------------------------------------------------------------
+
+
+@overlays
+def test_each_built_image_is_used_by_the_manifests_and_vice_versa(tilt_up, overlay):
+    rec, _ = tilt_up(overlay)
+    built = {image_name(build.ref) for build in rec.docker_builds}
+    used = {image_name(c["image"]) for obj in rec.objects for c in pod_containers(obj)}
+    assert built <= used, f"built but never deployed: {built - used}"
+    # Images from this repository have no registry host; everything else is pulled (redis:...).
+    from_repo = {name for name in used if "/" not in name and name.startswith("vllm-devloop")}
+    assert from_repo <= built, f"deployed but not built: {from_repo - built}"
+    assert built == {IMAGE}
+
+
+@overlays
+def test_the_image_builds_from_the_repository_root_with_image_dockerfile(tilt_up, overlay):
+    build = _build(tilt_up(overlay)[0])
+    assert build.context == ROOT.resolve()
+    assert build.dockerfile == (ROOT / "image/Dockerfile").resolve()
+
+
+@overlays
+def test_image_platform_is_the_hosts_unless_overridden(overlay):
+    _, rec = evaluate(args=[f"--overlay={overlay}"])
+    assert _build(rec).platform == "", "an empty platform lets Docker build for the host"
+    _, rec = evaluate(args=[f"--overlay={overlay}", "--platform=linux/amd64"])
+    assert _build(rec).platform == "linux/amd64"
+
+
+@overlays
+def test_build_context_holds_every_file_the_dockerfile_copies(tilt_up, overlay, dockerfile):
+    build = _build(tilt_up(overlay)[0])
+    for source in dockerfile.context_sources():
+        path = posixpath.normpath(source)
+        assert (build.context / path).exists(), f"Dockerfile copies {source}, which does not exist"
+        assert any(path == only or path.startswith(only.rstrip("/") + "/") for only in build.only), (
+            f"Dockerfile copies {source}, which docker_build(only=...) leaves out of the context")
+        assert not any(fnmatch.fnmatch(path, pattern) for pattern in build.ignore)
+
+
+@overlays
+def test_edits_outside_the_image_do_not_rebuild_it(tilt_up, overlay):
+    build = _build(tilt_up(overlay)[0])
+    assert build.only, "without only=, every edit in the repository (tests, .venv) rebuilds"
+    for path in ("tests", "kustomize", ".venv", "Tiltfile"):
+        assert not any(path == only or path.startswith(only + "/") for only in build.only)
+
+
+# -- live update ----------------------------------------------------------------------------
+
+
+@overlays
+def test_live_update_only_where_the_container_filesystem_is_writable(tilt_up, overlay):
+    rec, _ = tilt_up(overlay)
+    containers = [c for obj in rec.objects for c in pod_containers(obj)
+                  if image_name(c.get("image", "")) == IMAGE]
+    writable = all(not c.get("securityContext", {}).get("readOnlyRootFilesystem") for c in containers)
+    assert bool(_build(rec).live_update) == writable
+
+
+def test_dev_overlay_has_live_update(tilt_up):
+    assert _syncs(_build(tilt_up("dev")[0])), "the dev overlay must live-update code"
+
+
+@overlays
+def test_sync_sources_exist_inside_the_build_context(tilt_up, overlay):
+    build = _build(tilt_up(overlay)[0])
+    for local, _remote in _syncs(build):
+        path = _in_context(build, local)
+        assert (build.context / path).exists(), f"sync source {local} does not exist"
+        assert any(path == only or path.startswith(only + "/") for only in build.only)
+
+
+@overlays
+def test_sync_targets_are_where_the_dockerfile_puts_the_sources(tilt_up, overlay, dockerfile):
+    build = _build(tilt_up(overlay)[0])
+    for local, remote in _syncs(build):
+        path = _in_context(build, local)
+        found = dockerfile.destination(path, is_dir=(build.context / path).is_dir())
+        assert found is not None, f"image/Dockerfile never copies {path}, which Tilt syncs"
+        assert found[0] == posixpath.normpath(remote), (
+            f"sync {local} -> {remote}, but the Dockerfile puts it at {found[0]}")
+
+
+@overlays
+def test_synced_paths_are_writable_by_the_container_user(tilt_up, overlay, dockerfile):
+    """Tilt's sync runs as the container's user (10001, non-root): the copied files must be
+    its own, or the sync fails with permission denied."""
+    rec, resources = tilt_up(overlay)
+    build = _build(rec)
+    users = {str(obj["spec"]["template"]["spec"].get("securityContext", {}).get("runAsUser"))
+             for obj in rec.objects if obj["kind"] == "Deployment"
+             and any(image_name(c["image"]) == IMAGE for c in pod_containers(obj))}
+    users.add(dockerfile.final.user.split(":")[0])
+    for local, remote in _syncs(build):
+        path = _in_context(build, local)
+        target, copy = dockerfile.destination(path, is_dir=(build.context / path).is_dir())
+        owner = copy.chown.split(":")[0]
+        chowned_later = any("chown" in run and ("/app" in run or target in run)
+                            for run in dockerfile.final.runs)
+        assert owner in users or chowned_later, (
+            f"{target} is copied with --chown={copy.chown or '(root)'}; the pod runs as {users}")
+
+
+@overlays
+def test_live_update_steps_are_in_tilts_order(tilt_up, overlay):
+    kinds = [step.kind for step in _build(tilt_up(overlay)[0]).live_update]
+    order = ["fall_back_on", "sync", "run"]
+    assert [order.index(k) for k in kinds] == sorted(order.index(k) for k in kinds)
+    assert "restart_container" not in kinds, "restart_container() is for Docker Compose only"
+
+
+def test_dependency_image_and_entrypoint_changes_rebuild(tilt_up):
+    """pyproject.toml and image/ change what the image installs; the entrypoint runs once as
+    the engine's PID 1 and execs vLLM, so a synced copy would never run: all three rebuild."""
+    build = _build(tilt_up("dev")[0])
+    fall_back = {_in_context(build, p) for p in _fall_back_paths(build)}
+    assert {"pyproject.toml", "image", "scripts/devloop/entrypoint.py"} <= fall_back
+    for path in fall_back:
+        assert (build.context / path).exists(), f"fall_back_on names a missing path {path}"
+
+
+def test_code_the_gateway_runs_is_synced_not_rebuilt(tilt_up):
+    build = _build(tilt_up("dev")[0])
+    synced = [_in_context(build, local) for local, _ in _syncs(build)]
+    assert "scripts" in synced
+    assert (ROOT / "scripts/devloop/gateway.py").is_file()
+
+
+def test_dev_gateway_reloads_itself_on_synced_code(tilt_up):
+    rec, _ = tilt_up("dev")
+    gateway = next(o for o in rec.objects if o["kind"] == "Deployment" and o["metadata"]["name"] == GATEWAY)
+    container = next(c for c in pod_containers(gateway) if c["name"] == "gateway")
+    assert container["command"][-1] == "--reload" and "gateway" in container["command"]
+
+
+# -- resources ------------------------------------------------------------------------------
+
+
+@overlays
+def test_port_forwards_reach_ports_the_containers_declare(tilt_up, overlay):
+    _, resources = tilt_up(overlay)
+    forwards = {name: r.port_forwards for name, r in resources.items() if r.port_forwards}
+    assert {pf.local_port for pf in forwards[ENGINE]} == {8000}
+    assert {pf.local_port for pf in forwards[GATEWAY]} == {8080}
+    local_ports = [pf.local_port for pfs in forwards.values() for pf in pfs]
+    assert len(local_ports) == len(set(local_ports)), "two forwards on one local port"
+    for name, pfs in forwards.items():
+        workload = resources[name].workload
+        assert workload is not None, f"port forward on {name}, which has no pods"
+        declared = {p["containerPort"] for c in pod_containers(workload) for p in c.get("ports", [])}
+        for pf in pfs:
+            assert (pf.container_port or pf.local_port) in declared, (name, pf, declared)
+
+
+@overlays
+def test_configured_resources_are_workloads_that_exist(tilt_up, overlay):
+    rec, resources = tilt_up(overlay)
+    workloads = _workloads(resources)
+    assert {ENGINE, GATEWAY, REDIS} <= set(workloads)
+    for call in rec.k8s_resource_calls:
+        if call["workload"]:
+            assert call["workload"] in workloads
+
+
+@overlays
+def test_every_object_belongs_to_a_named_resource(tilt_up, overlay):
+    _, resources = tilt_up(overlay)
+    assert "uncategorized" not in resources, [
+        f"{o['kind']}/{o['metadata']['name']}" for o in resources["uncategorized"].objects]
+
+
+@overlays
+def test_workloads_wait_for_what_their_pods_need(tilt_up, overlay):
+    _, resources = tilt_up(overlay)
+    setup = next(r for r in resources.values() if any(o["kind"] == "Namespace" for o in r.objects))
+    for name, resource in _workloads(resources).items():
+        assert setup.name in resource.resource_deps, f"{name} may start before its namespace exists"
+
+
+@overlays
+def test_gateway_waits_for_redis_and_not_for_the_engine(tilt_up, overlay):
+    _, resources = tilt_up(overlay)
+    assert REDIS in resources[GATEWAY].resource_deps
+    assert ENGINE not in resources[GATEWAY].resource_deps, "the model load would hold the gateway"
+
+
+@overlays
+def test_engine_readiness_waits_for_the_pod_whose_startup_probe_allows_a_slow_load(tilt_up, overlay):
+    rec, resources = tilt_up(overlay)
+    assert resources[ENGINE].pod_readiness in ("", "wait")
+    engine = resources[ENGINE].workload
+    vllm = next(c for c in pod_containers(engine) if c["name"] == "vllm")
+    probe = vllm["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 600, "under 10 minutes to load"
+
+
+@overlays
+def test_resources_are_grouped_by_label(tilt_up, overlay):
+    _, resources = tilt_up(overlay)
+    assert resources[ENGINE].labels == ["engine"]
+    assert resources[GATEWAY].labels == resources[REDIS].labels == ["cache"]
+    assert all(r.labels for r in resources.values()), [n for n, r in resources.items() if not r.labels]
+
+
+def test_overlays_without_live_update_update_on_the_button(tilt_up):
+    """Without live update an edit rebuilds the image and restarts the engine (a model load):
+    such overlays update image-using workloads on demand, dev on save."""
+    for overlay in OVERLAYS:
+        rec, resources = tilt_up(overlay)
+        expected = TriggerMode.AUTO if _build(rec).live_update else TriggerMode.MANUAL
+        for name in (ENGINE, GATEWAY):
+            assert resources[name].trigger_mode == expected, (overlay, name)
+
+
+# -- buttons --------------------------------------------------------------------------------
+
+
+@overlays
+def test_buttons_are_manual_and_never_run_at_tilt_up(tilt_up, overlay):
+    _, resources = tilt_up(overlay)
+    for name, command in (("health", "devloop health --url http://localhost:8000 --wait"),
+                          ("e2e", "pytest tests/e2e --base-url http://localhost:8000")):
+        button = resources[name]
+        assert button.kind == "local"
+        assert command in button.cmd
+        assert button.trigger_mode == TriggerMode.MANUAL and button.auto_init is False
+        program = button.cmd.split()[0]
+        assert program.startswith(".venv/bin/"), "buttons use the project's environment"
+
+
+def test_manifest_tests_rerun_when_kustomize_changes(tilt_up):
+    _, resources = tilt_up("dev")
+    button = resources["manifest-tests"]
+    assert "kustomize" in button.deps
+    assert "tests/manifests" in button.cmd
+    assert button.trigger_mode == TriggerMode.AUTO and button.auto_init is False
+    assert (ROOT / "tests/manifests").is_dir()
+
+
+def test_benchmark_button_runs_devloop_bench_when_it_exists(tilt_up):
+    _, resources = tilt_up("dev")
+    bench = [r for r in resources.values() if r.kind == "local" and "devloop bench " in f"{r.cmd} "]
+    has_bench = (ROOT / "scripts/devloop/bench.py").is_file()
+    assert bool(bench) == has_bench
+    for button in bench:
+        assert button.trigger_mode == TriggerMode.MANUAL and button.auto_init is False
+
+
+def test_tilt_ci_runs_the_health_check_by_itself():
+    env, rec = evaluate(subcommand="ci")
+    resources = env.assemble()
+    assert resources["health"].auto_init is True
+    assert ENGINE in resources["health"].resource_deps
+
+
+# -- safety ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("context", LOCAL_CONTEXTS)
+def test_local_contexts_are_allowed(context):
+    _, rec = evaluate(context=context)
+    assert rec.failure is None
+    assert rec.allowed_contexts == [context]
+
+
+@pytest.mark.parametrize("context", REMOTE_CONTEXTS)
+def test_non_local_context_is_refused(context):
+    _, rec = evaluate(context=context)
+    assert rec.failure is not None
+    assert f"kubectl context '{context}' is not a local cluster" in rec.failure
+    assert "kind-*" in rec.failure and "docker-desktop" in rec.failure
+    assert not rec.allowed_contexts and not rec.k8s_yaml and not rec.docker_builds
+
+
+# -- the harness itself ---------------------------------------------------------------------
+
+
+def test_harness_rejects_a_parameter_tilt_does_not_have(tmp_path):
+    tiltfile = tmp_path / "Tiltfile"
+    tiltfile.write_text('docker_build("x", ".", platfrom = "linux/amd64")\n')
+    with pytest.raises(starlark.StarlarkError, match="platfrom"):
+        TiltEnvironment(tiltfile).run()
+
+
+def test_harness_rejects_a_sync_outside_the_build_context(tmp_path):
+    (tmp_path / "app").mkdir()
+    tiltfile = tmp_path / "Tiltfile"
+    tiltfile.write_text('docker_build("x", "app", live_update = [sync("./scripts", "/app")])\n')
+    with pytest.raises(starlark.StarlarkError, match="not inside the docker_build context"):
+        TiltEnvironment(tiltfile).run()
+
+
+def test_harness_refuses_starlark_tilt_does_not_run(tmp_path):
+    tiltfile = tmp_path / "Tiltfile"
+    tiltfile.write_text('x = "a"\ny = f"{x}"\n')
+    with pytest.raises(starlark.StarlarkError):
+        TiltEnvironment(tiltfile).run()
+
+
+def test_harness_rejects_a_port_forward_on_an_unknown_resource(tmp_path):
+    tiltfile = tmp_path / "Tiltfile"
+    tiltfile.write_text('k8s_resource("nope", port_forwards = 8000)\n')
+    env = TiltEnvironment(tiltfile)
+    env.run()
+    with pytest.raises(TiltfileError, match="no resource named 'nope'"):
+        env.assemble()
+
+
+def test_tiltfile_lives_at_the_repository_root():
+    assert TILTFILE == ROOT / "Tiltfile" and Path(TILTFILE).is_file()

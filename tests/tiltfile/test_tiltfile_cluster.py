@@ -1,0 +1,54 @@
+"""`tilt ci` on a real local cluster: build, deploy the dev overlay, wait for every resource to be
+ready (the engine's model load included), run the health check. Skips with the reason when this
+machine has no tilt binary, no container engine or no reachable local cluster."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.cluster
+
+LOCAL_CONTEXTS = ("docker-desktop", "docker-for-desktop", "minikube", "orbstack", "rancher-desktop")
+LOCAL_PREFIXES = ("kind-", "k3d-")
+CI_TIMEOUT = "30m"  # build + first model download and load; the startup probe allows 15 minutes
+
+
+def _kubectl() -> str:
+    venv_kubectl = ROOT / ".venv/bin/kubectl"
+    return str(venv_kubectl) if venv_kubectl.is_file() else (shutil.which("kubectl") or "kubectl")
+
+
+@pytest.fixture(scope="module")
+def local_cluster() -> str:
+    if shutil.which("tilt") is None:
+        pytest.skip("no `tilt` binary on PATH (https://docs.tilt.dev/install.html)")
+    if shutil.which("docker") is None:
+        pytest.skip("no `docker` CLI on PATH: tilt ci builds the image with it")
+    context = subprocess.run([_kubectl(), "config", "current-context"], capture_output=True,
+                             text=True, check=False).stdout.strip()
+    if not context:
+        pytest.skip("no current kubectl context: start a local cluster (kind, k3d, minikube...)")
+    if not (context in LOCAL_CONTEXTS or context.startswith(LOCAL_PREFIXES)):
+        pytest.skip(f"kubectl context {context!r} is not a local cluster; the Tiltfile refuses it")
+    reachable = subprocess.run([_kubectl(), "version", "--request-timeout=5s"],
+                               capture_output=True, text=True, check=False)
+    if reachable.returncode != 0:
+        pytest.skip(f"cluster of context {context!r} is not reachable: {reachable.stderr.strip()}")
+    return context
+
+
+def test_tilt_ci_brings_the_dev_overlay_up_and_healthy(local_cluster):
+    try:
+        result = subprocess.run(
+            ["tilt", "ci", "--timeout", CI_TIMEOUT, "--", "--overlay=dev"],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        )
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    finally:
+        subprocess.run(["tilt", "down", "--", "--overlay=dev"], cwd=ROOT,
+                       capture_output=True, check=False)
