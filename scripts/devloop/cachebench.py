@@ -9,7 +9,7 @@
          Redis GET), plus the cache library's Redis-tier get() without HTTP.
   ceiling  `redis-benchmark -t get` at the same concurrencies and value size: what Redis itself does.
 
-Two gateways (python -m devloop.gateway) and, unless --redis-url is given, a private redis-server
+Two gateways (devloop gateway) and, unless --redis-url is given, a private redis-server
 are started and stopped by the benchmark. The load generator is an aiohttp client in this process,
 so on a small machine it competes with the gateway for CPU: the numbers are a floor.
 Prints a table to stderr and JSON to stdout.
@@ -447,7 +447,8 @@ def run(args: argparse.Namespace) -> int:
                     [
                         sys.executable,
                         "-m",
-                        "devloop.gateway",
+                        "devloop",
+                        "gateway",
                         "--host",
                         "127.0.0.1",
                         "--port",

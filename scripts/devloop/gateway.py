@@ -28,7 +28,6 @@ import asyncio
 import json
 import logging
 import os
-import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -821,20 +820,3 @@ def run(args: argparse.Namespace) -> int:
     serve(config)
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m devloop.gateway`: the same as `devloop gateway`, without the other subcommands."""
-    parser = argparse.ArgumentParser(prog="devloop")
-    add_subcommand(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["gateway", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return run(args)
-    except UsageError as error:
-        print(f"devloop gateway: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

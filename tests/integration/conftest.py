@@ -183,8 +183,7 @@ class GatewayProcess:
 def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
     """start_gateway(upstream_url, redis_url="", *extra_flags, env=None) -> GatewayProcess.
 
-    Runs `python -m devloop.gateway` (the `devloop gateway` subcommand alone), so these tests do not
-    depend on every other subcommand importing; test_gateway_cli.py covers the `devloop` entry."""
+    Runs `python -m devloop gateway`, the command the pod runs."""
     started: list[GatewayProcess] = []
 
     def start(
@@ -206,7 +205,8 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
             [
                 sys.executable,
                 "-m",
-                "devloop.gateway",
+                "devloop",
+                "gateway",
                 "--host",
                 "127.0.0.1",
                 "--port",
