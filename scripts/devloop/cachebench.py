@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from devloop.errors import DevloopError, UsageError
+from devloop.benchstats import percentile
 from devloop.ports import free_port as _free_port
+from devloop.ports import wait_until_listening
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,34 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 
-def _wait_http(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise DevloopError(
-                f"a process the benchmark started exited early (code {process.returncode})"
-            )
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.05)
-    raise DevloopError(f"{url} did not answer within {timeout}s")
-
-
 def _percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
     return {
-        "p50_ms": round(pick(0.50) * 1000, 3),
-        "p99_ms": round(pick(0.99) * 1000, 3),
-        "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
-        "n": len(ordered),
+        "p50_ms": round(percentile(samples, 50) * 1000, 3),
+        "p99_ms": round(percentile(samples, 99) * 1000, 3),
+        "mean_ms": round(statistics.fmean(samples) * 1000, 3),
+        "n": len(samples),
     }
 
 
@@ -434,7 +414,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
             redis_url = f"redis://127.0.0.1:{port}/0"
-            time.sleep(0.3)
+            wait_until_listening(port, processes[-1], timeout=10)
         from urllib.parse import urlparse
 
         parsed = urlparse(redis_url)
@@ -465,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
             )
             gateways[name] = f"http://127.0.0.1:{port}"
             pids[name] = processes[-1].pid
-            _wait_http(gateways[name] + "/health", processes[-1])
+            wait_until_listening(port, processes[-1], timeout=30)
 
         result: dict[str, Any] = {
             "upstream": upstream,

@@ -33,6 +33,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from devloop.benchstats import percentile
 from devloop.errors import DevloopError
 from devloop.ports import free_port as _free_port
 
@@ -141,7 +142,7 @@ def measure(command: str | None, runs: int, settle: float, start_timeout: float,
                 process.wait()
     answered = sorted(run.answered_ms for run in results)
     median = round(statistics.median(answered), 1)
-    p90 = round(answered[min(len(answered) - 1, int(0.9 * len(answered)))], 1)
+    p90 = round(percentile(answered, 90), 1)
     return ReloadReport(
         command=shown, probe_path=probe, runs=results, median_ms=median, p90_ms=p90,
         median_stopped_ms=round(statistics.median(run.stopped_ms for run in results), 1),

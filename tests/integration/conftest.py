@@ -17,11 +17,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,25 +27,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from devloop.ports import free_port
+from devloop.errors import DevloopError
+from devloop.ports import free_port, wait_until_listening
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"process exited with {process.returncode} before listening on {port}"
-            )
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
 
 
 @dataclass
@@ -90,9 +74,9 @@ class RedisServer:
                 stderr=subprocess.DEVNULL,
             )
             try:
-                _wait_for_port(self.port, self.process, timeout=10)
+                wait_until_listening(self.port, self.process, timeout=10)
                 return
-            except RuntimeError:
+            except DevloopError:
                 # Someone took the port between free_port() and bind: pick another.
                 self.stop()
                 self.port = free_port()
@@ -225,8 +209,8 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
         gateway = GatewayProcess(process, port, log_path)
         started.append(gateway)
         try:
-            _wait_for_port(port, process, timeout=30)
-        except RuntimeError as error:
+            wait_until_listening(port, process, timeout=30)
+        except DevloopError as error:
             raise RuntimeError(f"{error}\n{gateway.log()}") from None
         return gateway
 
