@@ -9,18 +9,14 @@ import subprocess
 
 import pytest
 
+from devloop import manifests
+from devloop.doctor_checks import is_local_context
+
 from .conftest import ROOT
 
 pytestmark = pytest.mark.cluster
 
-LOCAL_CONTEXTS = ("docker-desktop", "docker-for-desktop", "minikube", "orbstack", "rancher-desktop")
-LOCAL_PREFIXES = ("kind-", "k3d-")
 CI_TIMEOUT = "30m"  # build + first model download and load; the startup probe allows 15 minutes
-
-
-def _kubectl() -> str:
-    venv_kubectl = ROOT / ".venv/bin/kubectl"
-    return str(venv_kubectl) if venv_kubectl.is_file() else (shutil.which("kubectl") or "kubectl")
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +25,14 @@ def local_cluster() -> str:
         pytest.skip("no `tilt` binary on PATH (https://docs.tilt.dev/install.html)")
     if shutil.which("docker") is None:
         pytest.skip("no `docker` CLI on PATH: tilt ci builds the image with it")
-    context = subprocess.run([_kubectl(), "config", "current-context"], capture_output=True,
+    kubectl = manifests.kubectl_path()
+    context = subprocess.run([kubectl, "config", "current-context"], capture_output=True,
                              text=True, check=False).stdout.strip()
     if not context:
         pytest.skip("no current kubectl context: start a local cluster (kind, k3d, minikube...)")
-    if not (context in LOCAL_CONTEXTS or context.startswith(LOCAL_PREFIXES)):
+    if not is_local_context(context):
         pytest.skip(f"kubectl context {context!r} is not a local cluster; the Tiltfile refuses it")
-    reachable = subprocess.run([_kubectl(), "version", "--request-timeout=5s"],
+    reachable = subprocess.run([kubectl, "version", "--request-timeout=5s"],
                                capture_output=True, text=True, check=False)
     if reachable.returncode != 0:
         pytest.skip(f"cluster of context {context!r} is not reachable: {reachable.stderr.strip()}")
