@@ -22,7 +22,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 from devloop.benchstats import percentile
 from devloop.errors import DevloopError
 from devloop.ports import free_port as _free_port
+from devloop.serve import stop_server
 
 POLL_INTERVAL = 0.005  # seconds between probes; well under any Python process start
 TARGET_MEDIAN_MS = 500.0  # issue 7: new code answers within half a second of the sync
@@ -134,12 +134,7 @@ def measure(command: str | None, runs: int, settle: float, start_timeout: float,
                 results.append(ReloadRun(round((stopped - written) * 1000, 1),
                                          round((answered - written) * 1000, 1)))
         finally:
-            try:
-                os.killpg(process.pid, signal.SIGINT)
-                process.wait(timeout=5)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_server(process, grace=5)
     answered = sorted(run.answered_ms for run in results)
     median = round(statistics.median(answered), 1)
     p90 = round(percentile(answered, 90), 1)
