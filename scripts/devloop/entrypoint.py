@@ -20,11 +20,11 @@ import shlex
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from devloop import amx, logs
 from devloop import cpus as cpu_info
-from devloop import logs
 from devloop.errors import UsageError
 
 log = logging.getLogger("devloop.entrypoint")
@@ -294,12 +294,24 @@ def resolve_model(config: EngineConfig) -> EngineConfig:
     """For `tiny`, generate (or find in the cache under HF_HOME) the offline model."""
     if config.model_source != TINY_MODEL:
         return config
-    from dataclasses import replace
-
     from devloop import tinymodel
 
     path = tinymodel.ensure_model("tiny", cache_dir=Path(config.hf_home) / tinymodel.CACHE_SUBDIR)
     return replace(config, model=str(path))
+
+
+def fall_back_from_amx(config: EngineConfig, status: amx.AmxStatus) -> EngineConfig:
+    """Serve in float32 when the kernel refuses AMX permission and the dtype could take vLLM
+    onto an AMX kernel, which would be killed by SIGILL at the first completion."""
+    dtype = amx.safe_dtype(config.dtype, status)
+    if dtype == config.dtype:
+        return config
+    log.warning(
+        "AMX refused by the kernel (%s): serving in %s instead of DTYPE=%s, because vLLM's "
+        "bf16 AMX kernels would be killed by SIGILL; float32 is slower and takes twice the memory",
+        status.detail, dtype, config.dtype, extra={"amx": status.detail, "dtype": dtype},
+    )
+    return replace(config, dtype=dtype)
 
 
 def vllm_args(config: EngineConfig) -> list[str]:
@@ -329,6 +341,10 @@ def vllm_env(config: EngineConfig, env: Mapping[str, str]) -> dict[str, str]:
     # vLLM reads VLLM_API_KEY itself; an empty one (Secret absent) must not reach it at all.
     if not config.api_key_set:
         out.pop("VLLM_API_KEY", None)
+    # With VLLM_PLUGINS set, vLLM loads only the plugins it names: keep the AMX one among them.
+    plugins = [name for name in out.get("VLLM_PLUGINS", "").split(",") if name]
+    if "VLLM_PLUGINS" in out and amx.PLUGIN_NAME not in plugins:
+        out["VLLM_PLUGINS"] = ",".join([*plugins, amx.PLUGIN_NAME])
     if config.model_source == TINY_MODEL:
         # The generated model is local: never wait on a hub that may be unreachable.
         out.setdefault("HF_HUB_OFFLINE", "1")
@@ -394,7 +410,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     log_format = logs.configure_logging()
     limits = Limits.of_this_process()
-    config = load_config(os.environ, limits)
+    config = fall_back_from_amx(load_config(os.environ, limits), amx.request_permission())
     started = time.monotonic()
     config = resolve_model(config)
     if config.model != config.model_source:
