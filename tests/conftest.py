@@ -99,14 +99,13 @@ def _start_vllm(state_dir: Path) -> dict:
     url = f"http://127.0.0.1:{port}"
 
     def exited() -> str | None:
-        code = process.poll()
-        return None if code is None else f"exited with code {code}"
+        return None if process.poll() is None else "the server process exited"
 
     report = health.wait_until_ready(url, VLLM_READY_TIMEOUT, interval=0.5, give_up=exited)
     if not report.ready:
+        why = serve.explain_failure(process, log_path, report)
         serve.stop_server(process)
-        return {"error": f"the vLLM server did not become ready ({report.waiting_for}); "
-                         f"last lines of its log:\n{serve.log_tail(log_path, 40)}"}
+        return {"error": f"the vLLM server did not become ready: {why}"}
     server = VllmServer(url, report.model or "tiny", process.pid, str(log_path))
     return asdict(server)
 

@@ -91,6 +91,19 @@ def _is_x86_64_linux() -> bool:
     return sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
 
 
+def _xcomp_mask(code: int, syscall: Syscall) -> int | None:
+    """The feature bitmask an ARCH_GET_XCOMP_* query returns, or None when it fails."""
+    mask = ctypes.c_ulong(0)
+    result, _ = syscall(SYS_ARCH_PRCTL, code, ctypes.addressof(mask))
+    return mask.value if result == 0 else None
+
+
+def permission_held(syscall: Syscall | None = None) -> bool:
+    """Whether this process may use AMX tiles now (x86-64 Linux only)."""
+    mask = _xcomp_mask(ARCH_GET_XCOMP_PERM, syscall or _real_syscall)
+    return mask is not None and bool(mask >> XFEATURE_XTILEDATA & 1)
+
+
 def request_permission(
     flags: set[str] | None = None,
     syscall: Syscall | None = None,
@@ -109,9 +122,8 @@ def request_permission(
         return AmxStatus(Permission.NOT_APPLICABLE, "this CPU has no AMX tiles")
     syscall = syscall or _real_syscall
 
-    bitmask = ctypes.c_ulong(0)
-    result, error = syscall(SYS_ARCH_PRCTL, ARCH_GET_XCOMP_SUPP, ctypes.addressof(bitmask))
-    if result == 0 and not bitmask.value >> XFEATURE_XTILEDATA & 1:
+    supported = _xcomp_mask(ARCH_GET_XCOMP_SUPP, syscall)
+    if supported is not None and not supported >> XFEATURE_XTILEDATA & 1:
         return AmxStatus(
             Permission.REFUSED,
             "the kernel does not support AMX tile state (ARCH_GET_XCOMP_SUPP lacks "
@@ -125,10 +137,9 @@ def request_permission(
             errno.EPERM: "a seccomp or security policy forbids it",
         }.get(error, os.strerror(error) if error else "unknown error")
         name = errno.errorcode.get(error, str(error))
-        return AmxStatus(Permission.REFUSED, f"arch_prctl(ARCH_REQ_XCOMP_PERM) failed: {name}, {reason}")
-
-    result, error = syscall(SYS_ARCH_PRCTL, ARCH_GET_XCOMP_PERM, ctypes.addressof(bitmask))
-    if result != 0 or not bitmask.value >> XFEATURE_XTILEDATA & 1:
+        return AmxStatus(Permission.REFUSED,
+                         f"arch_prctl(ARCH_REQ_XCOMP_PERM) failed: {name}, {reason}")
+    if not permission_held(syscall):
         return AmxStatus(
             Permission.REFUSED,
             "arch_prctl(ARCH_REQ_XCOMP_PERM) returned success but ARCH_GET_XCOMP_PERM does not "

@@ -13,13 +13,15 @@ vLLM is started as `python -m vllm.entrypoints.launchers.api_server.entry` rathe
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib.util
 import logging
 import os
 import re
 import shlex
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +34,14 @@ log = logging.getLogger("devloop.entrypoint")
 VLLM_SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
 TINY_MODEL = "tiny"
 GIB = 1 << 30
+
+# Every setting the entrypoint reads from its environment; kustomize/base/engine.env documents
+# each (a test keeps the two in step). VLLM_API_KEY comes from a Secret, not the ConfigMap.
+SETTINGS = (
+    "MODEL_NAME", "SERVED_MODEL_NAME", "MAX_MODEL_LEN", "MAX_NUM_SEQS", "DTYPE",
+    "VLLM_CPU_KVCACHE_SPACE", "CPU_THREADS", "VLLM_CPU_OMP_THREADS_BIND", "ENFORCE_EAGER", "PORT",
+    "HOST", "HF_HOME", "VLLM_CACHE_ROOT", "EXTRA_ARGS", "VLLM_API_KEY",
+)
 
 # The `--dtype` values vLLM 0.32 accepts (vllm.config.model.ModelDType); a test keeps them in sync.
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
@@ -116,6 +126,48 @@ class EngineConfig:
     vllm_cache_root: str
     api_key_set: bool
     extra_args: list[str] = field(default_factory=list)
+
+
+def vllm_variables() -> frozenset[str] | None:
+    """The environment variables the installed vLLM reads (vllm/envs.py's table), or None when
+    vLLM is not installed. envs.py imports only the standard library, so it is loaded on its
+    own, in milliseconds, rather than through `import vllm` (5-15 s)."""
+    spec = importlib.util.find_spec("vllm")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    envs_file = next((Path(place) / "envs.py" for place in locations
+                      if (Path(place) / "envs.py").is_file()), None)
+    if envs_file is None:
+        return None
+    module_spec = importlib.util.spec_from_file_location("_devloop_vllm_envs", envs_file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return frozenset(module.environment_variables)
+
+
+def unknown_settings(
+    keys: Iterable[str], vllm_reads: Collection[str] | None = None
+) -> list[str]:
+    """The keys that neither the entrypoint nor vLLM reads, each with a did-you-mean when one is
+    close ("MAX_NUM_SEQ (did you mean MAX_NUM_SEQS?)"): a typo would otherwise be ignored without
+    a word. VLLM_* keys pass when the installed vLLM reads them (`vllm_reads`, default:
+    vllm_variables())."""
+    keys = [key for key in keys if key not in SETTINGS]
+    if any(key.startswith("VLLM_") for key in keys) and vllm_reads is None:
+        vllm_reads = vllm_variables() or ()
+    known = [*SETTINGS, *sorted(vllm_reads or ())]
+    unknown = []
+    for key in keys:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        unknown.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    return unknown
+
+
+SETTINGS_HELP = (
+    f"the settings are {', '.join(SETTINGS)}, or a VLLM_* variable vLLM reads "
+    "(kustomize/base/engine.env documents each)"
+)
 
 
 def _int_setting(
@@ -338,6 +390,9 @@ def vllm_env(config: EngineConfig, env: Mapping[str, str]) -> dict[str, str]:
     out["VLLM_CPU_KVCACHE_SPACE"] = str(config.kvcache_space_gib)
     out["VLLM_CPU_OMP_THREADS_BIND"] = config.threads_bind
     out.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    # A native crash (SIGILL, SIGSEGV, SIGBUS) then writes "Fatal Python error: ..." and the
+    # Python stack to the log: `devloop serve` and `kubectl logs` name the signal and the kernel.
+    out.setdefault("PYTHONFAULTHANDLER", "1")
     # vLLM reads VLLM_API_KEY itself; an empty one (Secret absent) must not reach it at all.
     if not config.api_key_set:
         out.pop("VLLM_API_KEY", None)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlparse
 
-from devloop import logs
+from devloop import crash, logs
 from devloop.errors import UsageError
 
 log = logging.getLogger("devloop.health")
@@ -50,6 +50,9 @@ class HealthReport:
     model: str | None = None
     checks: list[Check] = field(default_factory=list)
     waited_seconds: float = 0.0
+    # The API server answered, but its engine is gone (EngineDeadError): waiting is pointless,
+    # vLLM does not recover from it; the server exits and its log holds the cause.
+    engine_dead: bool = False
 
     @property
     def ready(self) -> bool:
@@ -130,6 +133,11 @@ def check(
             json={"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0},
             timeout=timeout,
         )
+        if response.status_code >= 500 and any(
+            marker in response.text for marker in crash.ENGINE_DEAD_MARKERS
+        ):
+            report.engine_dead = True
+            return False, f"HTTP {response.status_code}: {ENGINE_DIED}"
         if response.status_code != 200:
             return False, f"HTTP {response.status_code}: {response.text[:200]}"
         usage = response.json().get("usage") or {}
@@ -140,6 +148,13 @@ def check(
     ):
         report.status = READY
     return report
+
+
+ENGINE_DIED = (
+    "the vLLM engine died (EngineDeadError): the server answers but cannot generate, and does "
+    "not recover; the server's log has the cause (in a cluster: kubectl logs deploy/llm-engine "
+    "--previous)"
+)
 
 
 def _short(error: Exception) -> str:
@@ -200,8 +215,8 @@ def wait_until_ready(
     progress: Progress | None = None,
     give_up: Callable[[], str | None] | None = None,
 ) -> HealthReport:
-    """Poll `check` until ready or `timeout` seconds. `give_up` returns a reason to stop early
-    (the local server process exited, say); the report then carries that reason."""
+    """Poll `check` until ready or `timeout` seconds. Stops early when the engine died, or when
+    `give_up` returns a reason (the local server process exited, say)."""
     started = time.monotonic()
     while True:
         report = check(url, api_key=api_key, model=model, timeout=min(10.0, max(timeout, 1.0)))
@@ -212,9 +227,11 @@ def wait_until_ready(
                 progress.done(f"[{elapsed:5.0f} s] ready: {url} serves {report.model}")
             return report
         reason = give_up() if give_up else None
-        if reason or elapsed >= timeout:
+        if reason or report.engine_dead or elapsed >= timeout:
             if progress:
-                why = reason or f"not ready after {timeout:g} s"
+                why = reason or (
+                    "giving up" if report.engine_dead else f"not ready after {timeout:g} s"
+                )
                 progress.done(f"[{elapsed:5.0f} s] {why}; last: {report.waiting_for}", ok=False)
             return report
         if progress:
@@ -225,7 +242,8 @@ def wait_until_ready(
 EPILOG = """\
 exit codes:
   0  ready: /health, /v1/models and a one-token completion all answered
-  1  not ready: the server answered but a check failed (with --wait: still failing at --timeout)
+  1  not ready: the server answered but a check failed (with --wait: still failing at --timeout,
+     or at once when the engine died: EngineDeadError)
   2  bad usage: invalid arguments
   3  unreachable: nothing answers at --url (with --wait: still nothing at --timeout)
 """

@@ -9,6 +9,7 @@ move under a local cache directory, and the server listens on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from devloop import health, logs, manifests
+from devloop import crash, entrypoint, health, logs, manifests
 from devloop.errors import DevloopError, UsageError
 
 log = logging.getLogger("devloop.serve")
@@ -72,14 +73,20 @@ def local_environment(
     return settings
 
 
-def port_is_free(host: str, port: int) -> bool:
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on host:port (in use, not an address of this machine), or
+    None when it could."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as error:
+            return error
+    return None
+
+
+def port_is_free(host: str, port: int) -> bool:
+    return bind_error(host, port) is None
 
 
 def stop_with_parent() -> None:
@@ -126,12 +133,35 @@ def stop_server(process: subprocess.Popen, grace: float = 30.0) -> None:
             continue
 
 
-def log_tail(log_path: Path, lines: int = 30) -> str:
+def read_log(log_path: Path) -> str:
     try:
-        text = log_path.read_text(encoding="utf-8", errors="replace")
+        return log_path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+        return ""
+
+
+def log_tail(log_path: Path, lines: int = 30) -> str:
+    return "\n".join(read_log(log_path).splitlines()[-lines:]) or "(no log)"
+
+
+def explain_failure(
+    process: subprocess.Popen, log_path: Path, report: health.HealthReport | None = None
+) -> str:
+    """Why the server is not serving: the engine's cause of death from the log and the exit
+    code when it died (never just "exited with code 0": vLLM's API server exits 0 after its
+    engine crashed), else what the health check last waited for, with the log's tail."""
+    code = process.poll()
+    if code is None and report is not None and report.engine_dead:
+        # vLLM's API server shuts itself down right after its engine died: let it finish.
+        try:
+            code = process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+    diagnosis = crash.diagnose(read_log(log_path), code)
+    if diagnosis is not None:
+        return f"{diagnosis}\nfull log: {log_path}"
+    waiting = f" (last: {report.waiting_for})" if report is not None else ""
+    return f"the server is not ready{waiting}; last lines of {log_path}:\n{log_tail(log_path)}"
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
@@ -166,6 +196,11 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
         if not sep or not key:
             raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set MAX_NUM_SEQS=2")
         overrides[key] = value
+    unknown = entrypoint.unknown_settings(overrides)
+    if unknown:
+        raise UsageError(
+            f"--set: unknown engine setting {', '.join(unknown)}; {entrypoint.SETTINGS_HELP}"
+        )
     return overrides
 
 
@@ -177,7 +212,11 @@ def run(args: argparse.Namespace) -> int:
     logs.configure_logging()
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: give a port from 1 to 65535")
-    if not port_is_free(args.host, args.port):
+    error = bind_error(args.host, args.port)
+    if isinstance(error, socket.gaierror) or (error and error.errno != errno.EADDRINUSE):
+        raise UsageError(f"cannot listen on {args.host}:{args.port} ({error.strerror}): "
+                         "pass --host with an address of this machine (default 127.0.0.1)")
+    if error:
         raise UsageError(
             f"port {args.port} on {args.host} is in use (another server?): stop it or pass --port"
         )
@@ -199,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         def exited() -> str | None:
             code = process.poll()
-            return None if code is None else f"the server exited with code {code}"
+            return None if code is None else f"the server {crash.describe_exit(code)}"
 
         report = health.wait_until_ready(
             url, args.timeout, api_key=settings.get("VLLM_API_KEY") or None,
@@ -207,8 +246,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if not report.ready:
             raise DevloopError(
-                f"the server did not become ready ({report.waiting_for}); last lines of "
-                f"{log_path}:\n{log_tail(log_path)}"
+                f"the server did not become ready: {explain_failure(process, log_path, report)}"
             )
         log.info(f"{url}/v1 is ready: model {report.model!r}\n"
                  f"  try:  curl {url}/v1/completions -H 'Content-Type: application/json' "
@@ -218,8 +256,8 @@ def run(args: argparse.Namespace) -> int:
         if args.exit_when_ready:
             return 0
         log.info("Ctrl-C stops the server.")
-        code = process.wait()
-        raise DevloopError(f"the server exited with code {code}; see {log_path}")
+        process.wait()
+        raise DevloopError(f"the server stopped: {explain_failure(process, log_path)}")
     except KeyboardInterrupt:
         log.info("stopping the server...")
         return 0

@@ -142,3 +142,30 @@ def test_the_entrypoint_execs_so_the_server_process_is_vllm_itself(vllm_server):
     assert environ[b"VLLM_CPU_OMP_THREADS_BIND"].decode() == format_cpu_list(
         here.cpus[: here.usable_cpus]
     )
+
+
+def test_vllms_own_plugin_loader_finds_the_amx_plugin():
+    from devloop import amx
+    from vllm.plugins import DEFAULT_PLUGINS_GROUP, load_plugins_by_group
+
+    plugins = load_plugins_by_group(DEFAULT_PLUGINS_GROUP)
+    assert plugins[amx.PLUGIN_NAME] is amx.vllm_plugin
+
+
+@pytest.mark.skipif("amx_tile" not in __import__("devloop.amx").amx.cpu_flags(),
+                    reason="this CPU has no AMX tiles (grep amx_tile /proc/cpuinfo)")
+def test_a_process_that_loads_vllms_general_plugins_holds_the_amx_permission():
+    """What every vLLM process (API server, engine core, workers) does before its kernels run."""
+    import subprocess
+    import sys
+
+    script = (
+        "from devloop import amx\n"
+        "before = amx.permission_held()\n"
+        "from vllm.plugins import load_general_plugins\n"
+        "load_general_plugins()\n"
+        "print(before, amx.permission_held())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, check=True)
+    assert result.stdout.split()[-2:] == ["False", "True"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator
 
+from devloop.entrypoint import unknown_settings
+
 Obj = dict[str, Any]
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
 THIS_REPO_IMAGE = "vllm-devloop"
@@ -246,7 +248,19 @@ def forbidden_text_violations(rendered_text: str) -> list[str]:
     return [f"rendered manifests contain {text!r}" for text in FORBIDDEN_TEXT if text in rendered_text]
 
 
+def engine_setting_violations(objects: list[Obj]) -> list[str]:
+    """Every key of the engine ConfigMap (base engine.env plus each overlay's configMapGenerator
+    literals) is one the entrypoint or vLLM reads: a typo would otherwise be ignored silently."""
+    problems = []
+    for configmap in of_kind(objects, "ConfigMap"):
+        if name(configmap).startswith("llm-engine-config"):
+            problems += [f"{name(configmap)}: unknown engine setting {key}"
+                         for key in unknown_settings(configmap.get("data") or {})]
+    return problems
+
+
 ALL_CHECKS = (
+    engine_setting_violations,
     selector_violations,
     ingress_violations,
     reference_violations,

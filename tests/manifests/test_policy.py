@@ -4,6 +4,7 @@ check is also shown to catch the mistake it exists for."""
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import yaml
@@ -140,3 +141,21 @@ def test_a_guide_flag_in_the_config_is_caught(render_target):
     assert policy.forbidden_text_violations(yaml.safe_dump_all(objects)) == [
         "rendered manifests contain '--disable-log-requests'"
     ]
+
+
+def test_a_typo_in_an_overlays_engine_settings_is_caught(tmp_path):
+    """Rendered for real: an overlay of the dev overlay adding MAX_NUM_SEQ=8 by mistake."""
+    dev = manifests.overlay_dir("dev", manifests.project_root())
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        f"resources:\n  - {os.path.relpath(dev, tmp_path)}\n"
+        "configMapGenerator:\n"
+        "  - name: llm-engine-config\n"
+        "    behavior: merge\n"
+        "    literals:\n"
+        "      - MAX_NUM_SEQ=8\n"
+    )
+    objects = manifests.load_objects(manifests.render(tmp_path))
+    [violation] = policy.engine_setting_violations(objects)
+    assert violation.endswith("unknown engine setting MAX_NUM_SEQ (did you mean MAX_NUM_SEQS?)")

@@ -11,15 +11,18 @@ from pathlib import Path
 import pytest
 from devloop import cpus
 from devloop.entrypoint import (
+    SETTINGS,
     ConfigError,
     Limits,
     command,
     describe,
     load_config,
+    unknown_settings,
     vllm_args,
     vllm_env,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
 TWO_CPUS = Limits(cpus=[0, 1], cpu_limit=2.0, memory_limit=4 * GIB, physical_memory=24 * GIB)
 
@@ -273,3 +276,40 @@ def test_cgroup_v1_limits_are_read(tmp_path):
 def test_this_process_limits_are_readable():
     limits = Limits.of_this_process()
     assert limits.cpus and limits.usable_cpus >= 1 and limits.memory_ceiling > GIB
+
+
+def test_every_setting_the_entrypoint_reads_is_documented_in_engine_env_and_back():
+    engine_env = ROOT / "kustomize" / "base" / "engine.env"
+    documented = {line.split("=", 1)[0] for line in engine_env.read_text().splitlines()
+                  if line and not line.startswith("#")}
+    # VLLM_API_KEY comes from a Secret, VLLM_CPU_OMP_THREADS_BIND is derived unless set, and
+    # HOST is for local runs: none belongs in the ConfigMap.
+    assert documented == set(SETTINGS) - {"VLLM_API_KEY", "VLLM_CPU_OMP_THREADS_BIND", "HOST"}
+
+
+@pytest.mark.parametrize("key, expected", [
+    ("MAX_NUM_SEQ", ["MAX_NUM_SEQ (did you mean MAX_NUM_SEQS?)"]),
+    ("DTYP", ["DTYP (did you mean DTYPE?)"]),
+    ("VLLM_CPU_KVCACHE_SPAC", ["VLLM_CPU_KVCACHE_SPAC (did you mean VLLM_CPU_KVCACHE_SPACE?)"]),
+    ("SHOE_SIZE", ["SHOE_SIZE"]),
+    ("MAX_NUM_SEQS", []),
+    ("VLLM_CPU_SGL_KERNEL", []),  # a variable vLLM reads itself passes through
+])
+def test_unknown_settings_are_named_with_a_guess(key, expected):
+    assert unknown_settings([key], vllm_reads={"VLLM_CPU_SGL_KERNEL", "VLLM_CPU_KVCACHE_SPACE"}) \
+        == expected
+
+
+def test_vllm_gets_faulthandler_so_a_native_crash_names_its_signal(env):
+    assert vllm_env(load_config(env, TWO_CPUS), {})["PYTHONFAULTHANDLER"] == "1"
+
+
+@pytest.mark.parametrize("plugins, expected", [
+    (None, None),  # unset: vLLM loads every plugin, ours included
+    ("", "devloop_amx"),
+    ("lora_filesystem_resolver", "lora_filesystem_resolver,devloop_amx"),
+    ("devloop_amx,other", "devloop_amx,other"),
+])
+def test_an_allowlist_of_vllm_plugins_keeps_the_amx_one(env, plugins, expected):
+    base = {} if plugins is None else {"VLLM_PLUGINS": plugins}
+    assert vllm_env(load_config(env, TWO_CPUS), base).get("VLLM_PLUGINS") == expected

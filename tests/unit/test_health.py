@@ -37,11 +37,46 @@ class _NotVllm(BaseHTTPRequestHandler):
         pass
 
 
+class _DeadEngine(BaseHTTPRequestHandler):
+    """vLLM after its engine process died: /health and /v1/models still answer, a completion
+    gets the 500 the real server sends (body copied from a real vLLM 0.32 log)."""
+
+    def do_GET(self):
+        body = b'{"object": "list", "data": [{"id": "tiny"}]}' if self.path == "/v1/models" else b""
+        self._answer(200, body)
+
+    def do_POST(self):
+        self._answer(500, b'{"error":{"message":"EngineCore encountered an issue. See stack trace '
+                          b'(above) for the root cause.","type":"InternalServerError","param":null,'
+                          b'"code":500}}')
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def dead_engine_url():
+    server = _serve(_DeadEngine)
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
 @pytest.fixture
 def unready_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotVllm)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = _serve(_NotVllm)
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 
@@ -72,6 +107,17 @@ def test_wait_shows_elapsed_time_and_what_it_waits_for_then_times_out(unready_ur
     assert time.monotonic() - started < 30
     assert "s] waiting for /health: HTTP 503" in result.stderr
     assert "not ready after 2 s" in result.stderr
+
+
+def test_wait_gives_up_at_once_when_the_engine_died_and_says_so(dead_engine_url):
+    started = time.monotonic()
+    result = devloop_health("--url", dead_engine_url, "--wait", "--timeout", "120", "--json")
+    assert result.returncode == health.EXIT_NOT_READY
+    assert time.monotonic() - started < 60, "waited for a dead engine to come back"
+    report = json.loads(result.stdout)
+    assert report["engine_dead"] is True
+    assert "the vLLM engine died (EngineDeadError)" in report["checks"][-1]["detail"]
+    assert "kubectl logs" in report["checks"][-1]["detail"]
 
 
 def test_wait_on_a_closed_port_ends_unreachable():

@@ -63,6 +63,11 @@ def test_a_busy_port_is_refused_before_anything_starts():
 
 @pytest.mark.parametrize("args, message", [
     (["--set", "NOEQUALS"], "expected KEY=VALUE"),
+    (["--set", "MAX_NUM_SEQ=2"], "unknown engine setting MAX_NUM_SEQ (did you mean MAX_NUM_SEQS?)"),
+    (["--set", "VLLM_CPU_KV_CACHE_SPACE=2"],
+     "VLLM_CPU_KV_CACHE_SPACE (did you mean VLLM_CPU_KVCACHE_SPACE?)"),
+    (["--set", "COLOUR=blue"], "unknown engine setting COLOUR; the settings are MODEL_NAME, "),
+    (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:8000"),
     (["--overlay", "nope"], "unknown overlay 'nope'"),
     (["--port", "0"], "give a port from 1 to 65535"),
 ])

@@ -28,6 +28,7 @@ SYMPTOMS = {
     "out of memory from KV-cache sizing": r"Out of memory",
     "slow first request": r"first request is slow",
     "Redis down": r"Redis is down",
+    "engine killed by SIGILL on an AMX CPU": r"killed by `SIGILL`",
 }
 
 KINDS = {
