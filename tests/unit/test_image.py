@@ -49,8 +49,9 @@ def test_base_image_is_vllms_multi_arch_tag_of_the_release_bootstrap_installs():
 
 
 def test_dockerfile_needs_no_build_argument_and_no_remote_frontend():
-    """Docker's legacy builder and buildah 1.28 leave TARGETARCH & co. unset in the global
-    scope, and a `# syntax=` line makes BuildKit fetch a frontend image at every build."""
+    """Docker's legacy builder leaves TARGETARCH & co. unset; buildah 1.28 warns that it is
+    missing and, when a FROM picks a stage by it (`FROM vllm-${TARGETARCH}`), looks for an image
+    of that name instead; a `# syntax=` line makes BuildKit fetch a frontend image per build."""
     text = DOCKERFILE.read_text()
     args = re.findall(r"^ARG\s+(\S+)$", text, re.MULTILINE)
     assert all("=" in arg and arg.split("=", 1)[1] for arg in args), f"ARG without default: {args}"
