@@ -57,11 +57,15 @@ def _make_rootfs_image() -> None:
                                  "(.ci/container-engine.sh does) to make the base image here")
     with tempfile.TemporaryDirectory(prefix="devloop-rootfs-") as workdir:
         target = Path(workdir) / DEBIAN_SUITE
-        subprocess.run(
+        debootstrap = subprocess.run(
             ["debootstrap", "--variant=minbase", "--include=" + ",".join(ROOTFS_PACKAGES),
              DEBIAN_SUITE, str(target), DEBIAN_MIRROR],
-            check=True, capture_output=True, timeout=1800,
+            check=False, capture_output=True, text=True, timeout=1800,
         )
+        if debootstrap.returncode != 0:
+            tail = "\n".join((debootstrap.stdout + debootstrap.stderr).splitlines()[-15:])
+            raise podman.PodmanError(f"debootstrap {DEBIAN_SUITE} from {DEBIAN_MIRROR} failed "
+                                     f"(set DEVLOOP_DEBIAN_MIRROR for another mirror):\n{tail}")
         tar = subprocess.run(["tar", "-C", str(target), "-c", "."], check=True,
                              capture_output=True, timeout=600)
         podman.run(["import", "--change", 'CMD ["/bin/bash"]', "-", ROOTFS_IMAGE],
