@@ -26,6 +26,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from devloop import serve
 
 from . import lifecycle, podman
 from .context import CONTEXT_FILES, ROOT, TILT_LABELS
@@ -97,7 +98,7 @@ def podman_socket(built_image, tmp_path_factory) -> Path:
     env = dict(os.environ, CONTAINERS_CONF=str(_service_config(directory)))
     service = subprocess.Popen([podman.podman_path(), "system", "service", "--time=0",
                                 f"unix://{path}"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=env)
+                               stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while not path.exists():
@@ -106,12 +107,7 @@ def podman_socket(built_image, tmp_path_factory) -> Path:
             time.sleep(0.2)
         yield path
     finally:
-        service.terminate()
-        try:
-            service.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            service.wait()
+        serve.stop_server(service, grace=15)
 
 
 def _request(path: Path, method: str, url: str, body: bytes | None = None,
