@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,17 +67,31 @@ def test_engine_container_is_healthy_and_serves_a_completion(dev_stack):
         assert '"dtype":"bfloat16"' in logs.replace(" ", ""), logs[-2000:]
 
 
+def _redis_keys(dev_stack) -> int:
+    return int(podman.run(["exec", dev_stack.containers[REDIS], "redis-cli", "dbsize"]).stdout)
+
+
 def test_gateway_container_answers_miss_then_hit_through_the_redis_container(dev_stack):
     request = {"model": dev_stack.served_model, "prompt": "Cache me", "max_tokens": 4,
                "temperature": 0}
+    # As the readiness probes would: Redis answers the gateway before the cache is exercised.
+    deadline = time.monotonic() + 60
+    while requests.get(dev_stack.gateway_url + "/health", timeout=10).json()["redis"] != "up":
+        assert time.monotonic() < deadline, podman.logs(dev_stack.containers[GATEWAY])
+        time.sleep(1)
     first = requests.post(dev_stack.gateway_url + "/v1/completions", json=request, timeout=120)
     second = requests.post(dev_stack.gateway_url + "/v1/completions", json=request, timeout=120)
     assert first.status_code == 200 and second.status_code == 200, first.text + second.text
     assert first.headers["X-Cache"] == "MISS"
     assert second.headers["X-Cache"] == "HIT"
     assert second.json()["choices"] == first.json()["choices"]
-    keys = podman.run(["exec", dev_stack.containers[REDIS], "redis-cli", "dbsize"]).stdout
-    assert int(keys.strip()) >= 1, "the answer must be in Redis, the gateway's shared tier"
+    # The gateway writes to Redis after the answer is on its way: wait for the write.
+    deadline = time.monotonic() + 30
+    while _redis_keys(dev_stack) == 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
     health = requests.get(dev_stack.gateway_url + "/health", timeout=10).json()
+    assert _redis_keys(dev_stack) >= 1, (
+        f"the answer must be in Redis, the gateway's shared tier; gateway health: {health}\n"
+        f"{podman.logs(dev_stack.containers[GATEWAY])}")
     assert health["redis"] == "up", health
     assert podman.running(dev_stack.containers[GATEWAY])
