@@ -52,6 +52,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         state = json.loads(state_file.read_text())
         if "pid" in state:
             _stop_process_group(state["pid"])
+    # The container tests' containers, networks, volumes and image tags, if the run made any.
+    from tests.container import lifecycle
+
+    lifecycle.cleanup(state_dir)
     shutil.rmtree(state_dir, ignore_errors=True)
 
 

@@ -135,6 +135,31 @@ def test_image_platform_is_the_hosts_unless_overridden(overlay):
     assert _build(rec).platform == "linux/amd64"
 
 
+PODMAN_DOCKER_HOST = "unix:///run/podman/podman.sock"
+
+
+def test_a_podman_docker_host_with_buildkit_on_stops_before_building_with_the_fix():
+    """Tilt would try a BuildKit session podman does not have (tests/container pins that)."""
+    _, rec = evaluate(environ={"DOCKER_HOST": PODMAN_DOCKER_HOST})
+    assert rec.failure is not None
+    assert "DOCKER_BUILDKIT=0 tilt up" in rec.failure and PODMAN_DOCKER_HOST in rec.failure
+    assert not rec.k8s_yaml and not rec.docker_builds, "nothing may be deployed after fail()"
+    _, rec = evaluate(environ={"DOCKER_HOST": PODMAN_DOCKER_HOST, "DOCKER_BUILDKIT": "1"})
+    assert rec.failure is not None
+
+
+@pytest.mark.parametrize("value", ["0", "false", "F"])
+def test_a_podman_docker_host_with_the_legacy_builder_builds(value):
+    _, rec = evaluate(environ={"DOCKER_HOST": PODMAN_DOCKER_HOST, "DOCKER_BUILDKIT": value})
+    assert rec.failure is None and len(rec.docker_builds) == 1
+
+
+def test_docker_hosts_other_than_podman_build_with_the_engines_default():
+    for environ in ({}, {"DOCKER_HOST": "unix:///var/run/docker.sock"}):
+        _, rec = evaluate(environ=environ)
+        assert rec.failure is None and len(rec.docker_builds) == 1
+
+
 @overlays
 def test_build_context_holds_every_file_the_dockerfile_copies(tilt_up, overlay, dockerfile):
     build = _build(tilt_up(overlay)[0])
