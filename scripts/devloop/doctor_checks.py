@@ -12,7 +12,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from devloop.doctor_facts import GIB, Facts, normalise_arch, parse_tilt_version
+from devloop.doctor_facts import (
+    GIB,
+    Facts,
+    normalise_arch,
+    parse_kubernetes_version,
+    parse_tilt_version,
+)
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 
@@ -32,6 +38,10 @@ ENFORCING_CNIS = ("calico-node", "cilium", "weave-net", "antrea-agent", "kube-ro
                   "kube-network-policies")
 # kindnetd enforces NetworkPolicy from kind v0.24 on (kindnetd images tagged v20240813 and later).
 KINDNET_POLICY_SINCE = 20240813
+
+# The preStop `sleep` action of the engine and gateway: beta and on by default from 1.30 (alpha,
+# off by default, in 1.29).
+KUBERNETES_MIN = (1, 30)
 
 # How to get the CRDs of the API groups the components use; the Tiltfile's warning says the same.
 CRD_INSTALL_HINTS = {
@@ -100,6 +110,15 @@ def check_reachable(facts: Facts) -> CheckResult:
             "kind/k3d: `docker start` its node containers or recreate it; minikube: `minikube start`), "
             "then `kubectl get nodes`")
     names = ", ".join(f"{node.name} ({node.architecture})" for node in facts.nodes) or "no nodes"
+    old = [node for node in facts.nodes
+           if (version := parse_kubernetes_version(node.kubelet_version)) and version < KUBERNETES_MIN]
+    if old:
+        return CheckResult(
+            "cluster", FAIL, f"node {old[0].name} runs Kubernetes {old[0].kubelet_version}; the "
+            f"manifests' preStop `sleep` action needs {'.'.join(map(str, KUBERNETES_MIN))} or newer "
+            "(older API servers refuse the Deployments)",
+            "upgrade the local cluster (Docker Desktop: update it; kind: recreate it with kind "
+            "v0.23 or newer; minikube: `minikube start --kubernetes-version=stable`)")
     return CheckResult("cluster", PASS, f"reachable; nodes: {names}")
 
 

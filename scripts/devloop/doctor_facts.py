@@ -125,6 +125,12 @@ def normalise_arch(machine: str) -> str:
     return ARCH_ALIASES.get(machine, machine)
 
 
+def parse_kubernetes_version(kubelet_version: str) -> tuple[int, int] | None:
+    """(major, minor) of a kubelet version: v1.31.4, v1.30.6+k3s1, v1.32.0-gke.1."""
+    match = re.match(r"v?(\d+)\.(\d+)", kubelet_version)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def parse_tilt_version(output: str) -> tuple[int, int, int] | None:
     """`tilt version` prints e.g. "v0.33.21, built 2024-11-05"."""
     match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", output)

@@ -113,6 +113,16 @@ def test_an_unreachable_cluster_fails(rendered):
     assert res.status == "fail" and "connection refused" in res.summary
 
 
+@pytest.mark.parametrize("kubelet, status", [("v1.29.8", "fail"), ("v1.30.0", "pass"),
+                                             ("v1.31.4+k3s1", "pass"), ("", "pass")])
+def test_a_cluster_older_than_the_prestop_sleep_action_fails(rendered, kubelet, status):
+    res = result(healthy(rendered, nodes=(kind_node(cpu="16", memory="64Gi", kubelet=kubelet),)),
+                 "cluster")
+    assert res.status == status
+    if status == "fail":
+        assert "preStop `sleep` action needs 1.30" in res.summary and "kind" in res.fix
+
+
 # ---- resources -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, millicores", [("2", 2000), ("100m", 100), ("0.5", 500), (3, 3000)])
