@@ -1,7 +1,7 @@
 """`devloop doctor`: is this machine ready for the dev loop? One line per check, with the fix.
 
-Gathering runs the real tools (kubectl, docker, tilt) and reads the rendered overlay into a
-`doctor_checks.Facts`; the checks themselves are pure functions in `devloop.doctor_checks`.
+Gathering runs the real tools (kubectl, docker or podman, tilt) and reads the rendered overlay into a
+`doctor_facts.Facts`; the checks themselves are pure functions in `devloop.doctor_checks`.
 Cluster queries go only to a local context (the Tiltfile's list), read-only, with a short
 timeout, so doctor never waits on or touches a remote cluster.
 """
@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from devloop import doctor_checks as checks
-from devloop import manifests
+from devloop import doctor_facts, manifests
 from devloop.errors import DevloopError
 
-DEFAULT_IMAGE = "vllm-devloop:dev"
+# Where the image Tilt builds may be: Tilt builds with Docker; podman holds podman builds.
+IMAGE_TOOLS = ("docker", "podman")
 REQUEST_TIMEOUT = "5s"  # kubectl --request-timeout: a stopped cluster must not hang the doctor
 COMMAND_TIMEOUT = 20.0
 
@@ -43,7 +44,7 @@ def _run(argv: Sequence[str], env: Mapping[str, str], timeout: float = COMMAND_T
 def host_architecture(env: Mapping[str, str] | None = None) -> str:
     """The machine's own architecture, amd64 or arm64. A Python running under Rosetta on Apple
     Silicon reports x86_64; the kernel's sysctl.proc_translated tells the truth."""
-    machine = checks.normalise_arch(platform.machine())
+    machine = doctor_facts.normalise_arch(platform.machine())
     if platform.system() == "Darwin" and machine == "amd64":
         code, out, _ = _run(["sysctl", "-n", "sysctl.proc_translated"], env or os.environ, 5)
         if code == 0 and out.strip() == "1":
@@ -59,7 +60,8 @@ def overlay_facts(objects: list[dict[str, Any]]) -> dict[str, Any]:
     pvcs = [obj for obj in objects if obj.get("kind") == "PersistentVolumeClaim"]
     return {
         "namespace": namespaces[0] if namespaces else "default",
-        "resources": checks.overlay_resources(objects),
+        "resources": doctor_facts.overlay_resources(objects),
+        "custom_objects": doctor_facts.custom_objects(objects),
         "ingress_classes_needed": tuple(sorted({
             obj["spec"].get("ingressClassName", "nginx") for obj in objects
             if obj.get("kind") == "Ingress"})),
@@ -76,22 +78,22 @@ def _kubectl_json(kubectl: str, args: Sequence[str], env: Mapping[str, str]) -> 
     return json.loads(out) if out.strip() else {}
 
 
-def gather(overlay: str, root: Path | None = None, env: Mapping[str, str] | None = None,
-           image: str = DEFAULT_IMAGE) -> checks.Facts:
+def gather(overlay: str, root: Path | None = None, env: Mapping[str, str] | None = None
+           ) -> doctor_facts.Facts:
     """Run the real commands and collect what the checks look at. `env` is the environment the
-    tools run with (KUBECONFIG, PATH for tilt and docker); default: this process's."""
+    tools run with (KUBECONFIG, PATH for tilt, docker and podman); default: this process's."""
     env = dict(os.environ if env is None else env)
     root = root or manifests.project_root()
     manifests.overlay_dir(overlay, root)  # an unknown overlay is a usage error, before any work
-    facts = checks.Facts(overlay=overlay, host_arch=host_architecture(env), image=image,
-                         docker_default_platform=env.get("DOCKER_DEFAULT_PLATFORM", ""))
+    facts = doctor_facts.Facts(overlay=overlay, host_arch=host_architecture(env),
+                               docker_default_platform=env.get("DOCKER_DEFAULT_PLATFORM", ""))
     try:
         facts = replace(facts, **overlay_facts(
             manifests.load_objects(manifests.render_overlay(overlay, root))))
     except DevloopError as error:
         facts = replace(facts, render_error=str(error))
-    facts = replace(facts, tilt_version=_tilt_version(env))
-    facts = replace(facts, image_arch=_image_arch(image, env))
+    facts = replace(facts, smaller_overlays=_smaller_overlays(facts, root),
+                    tilt_version=_tilt_version(env), **_newest_image(env))
     try:
         kubectl = manifests.kubectl_path()
     except DevloopError as error:
@@ -99,7 +101,27 @@ def gather(overlay: str, root: Path | None = None, env: Mapping[str, str] | None
     return _gather_cluster(replace(facts, kubectl=kubectl), kubectl, env)
 
 
-def _gather_cluster(facts: checks.Facts, kubectl: str, env: Mapping[str, str]) -> checks.Facts:
+def _smaller_overlays(facts: doctor_facts.Facts, root: Path) -> tuple[str, ...]:
+    """The other overlays that request less memory and no more CPU: what a short node can try."""
+    if facts.resources is None:
+        return ()
+    smaller = []
+    for name in manifests.overlay_names(root):
+        if name == facts.overlay:
+            continue
+        try:
+            other = doctor_facts.overlay_resources(
+                manifests.load_objects(manifests.render_overlay(name, root)))
+        except DevloopError:
+            continue
+        if (other.memory_request_bytes < facts.resources.memory_request_bytes
+                and other.cpu_request_millicores <= facts.resources.cpu_request_millicores):
+            smaller.append(name)
+    return tuple(smaller)
+
+
+def _gather_cluster(facts: doctor_facts.Facts, kubectl: str, env: Mapping[str, str]
+                    ) -> doctor_facts.Facts:
     code, out, _ = _run([kubectl, "version", "--client", "-o", "json"], env)
     if code == 0:
         facts = replace(facts, kubectl_version=json.loads(out)["clientVersion"]["gitVersion"])
@@ -113,7 +135,7 @@ def _gather_cluster(facts: checks.Facts, kubectl: str, env: Mapping[str, str]) -
                            f"--request-timeout={REQUEST_TIMEOUT}"], env)
     if code != 0:
         return replace(facts, reachable=False, cluster_error=err.splitlines()[-1] if err else "")
-    facts = replace(facts, reachable=True, nodes=checks.parse_nodes(json.loads(out)))
+    facts = replace(facts, reachable=True, nodes=doctor_facts.parse_nodes(json.loads(out)))
     classes = _kubectl_json(kubectl, ["get", "ingressclasses"], env)
     daemonsets = _kubectl_json(kubectl, ["get", "daemonsets", "--all-namespaces"], env)
     storage = _kubectl_json(kubectl, ["get", "storageclasses"], env)
@@ -121,10 +143,11 @@ def _gather_cluster(facts: checks.Facts, kubectl: str, env: Mapping[str, str]) -
                                   facts.pvc_name, "--ignore-not-found"], env)
     return replace(
         facts,
+        crds=_cluster_crds(kubectl, env) if facts.custom_objects else None,
         ingress_classes=None if classes is None else tuple(
             item["metadata"]["name"] for item in classes.get("items", [])),
-        daemonsets=None if daemonsets is None else checks.parse_daemonsets(daemonsets),
-        storage_classes=None if storage is None else checks.parse_storage_classes(storage),
+        daemonsets=None if daemonsets is None else doctor_facts.parse_daemonsets(daemonsets),
+        storage_classes=None if storage is None else doctor_facts.parse_storage_classes(storage),
         pvc_phase=None if pvc is None else pvc.get("status", {}).get("phase", ""),
     )
 
@@ -137,14 +160,34 @@ def _tilt_version(env: Mapping[str, str]) -> str | None:
     return (out or err).strip() if code == 0 else f"unreadable: {err}"
 
 
-def _image_arch(image: str, env: Mapping[str, str]) -> str | None:
-    """The built image's architecture, from the Docker daemon Tilt builds with (None: no docker,
-    no daemon, or not built yet)."""
-    docker = shutil.which("docker", path=env.get("PATH", ""))
-    if not docker:
-        return None
-    code, out, _ = _run([docker, "image", "inspect", image, "--format", "{{.Architecture}}"], env)
-    return checks.normalise_arch(out) if code == 0 and out.strip() else None
+def _cluster_crds(kubectl: str, env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """group/Kind of the cluster's CRDs, with the Tiltfile's own query (None: no answer)."""
+    code, out, _ = _run([kubectl, "get", "customresourcedefinitions", "--no-headers",
+                         f"--request-timeout={REQUEST_TIMEOUT}", "-o", doctor_facts.CRD_COLUMNS],
+                        env)
+    return doctor_facts.parse_crd_columns(out) if code == 0 else None
+
+
+def _newest_image(env: Mapping[str, str]) -> dict[str, Any]:
+    """The newest image of the repository Tilt builds, under any registry prefix and tag, in
+    every container CLI that answers, with its architecture (Facts fields)."""
+    found: list[doctor_facts.LocalImage] = []
+    tools: dict[str, str] = {}
+    for tool in IMAGE_TOOLS:
+        path = shutil.which(tool, path=env.get("PATH", ""))
+        if not path:
+            continue
+        code, out, _ = _run([path, "image", "ls", "--format", doctor_facts.IMAGE_LIST_FORMAT], env)
+        if code == 0:  # docker without a daemon, for one, does not answer
+            tools[tool] = path
+            found += doctor_facts.parse_image_list(out, tool)
+    newest = doctor_facts.newest_image(found)
+    if newest is None:
+        return {"image": None, "image_arch": None, "image_tools": tuple(tools)}
+    code, out, _ = _run([tools[newest.tool], "image", "inspect", newest.reference, "--format",
+                         "{{.Architecture}}"], env)
+    arch = doctor_facts.normalise_arch(out) if code == 0 and out.strip() else None
+    return {"image": newest.reference, "image_arch": arch, "image_tools": tuple(tools)}
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
@@ -152,8 +195,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "doctor",
         help="check that kubectl, the cluster, Docker and Tilt are ready for an overlay",
         description="Check this machine and its local cluster for the dev loop: kubectl and a "
-        "local context, cluster reachable, enough memory and CPUs for the overlay, image "
-        "architecture, Tilt, ingress controller, NetworkPolicy enforcement, model-cache PVC. "
+        "local context, cluster reachable, enough memory and CPUs for the overlay, the "
+        "architecture of the newest image Tilt built, Tilt, ingress controller, the CRDs of the "
+        "overlay's custom kinds, NetworkPolicy enforcement, model-cache PVC. "
         "Exit 0 when nothing failed (warnings allowed), 1 when a check failed.",
     )
     parser.add_argument("--overlay", default="dev", help="overlay to check against (default: dev)")
@@ -161,7 +205,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def format_report(report: checks.Report, facts: checks.Facts) -> str:
+def format_report(report: checks.Report, facts: doctor_facts.Facts) -> str:
     lines = [(f"devloop doctor: overlay {facts.overlay} (namespace {facts.namespace or '?'}), "
              f"host {facts.host_arch}")]
     width = max(len(result.name) for result in report.results)

@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+from devloop.doctor_facts import (
+    GIB,
+    Facts,
+    normalise_arch,
+    parse_kubernetes_version,
+    parse_tilt_version,
+)
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 
@@ -32,66 +39,16 @@ ENFORCING_CNIS = ("calico-node", "cilium", "weave-net", "antrea-agent", "kube-ro
 # kindnetd enforces NetworkPolicy from kind v0.24 on (kindnetd images tagged v20240813 and later).
 KINDNET_POLICY_SINCE = 20240813
 
-ARCH_ALIASES = {"x86_64": "amd64", "amd64": "amd64", "x64": "amd64",
-                "aarch64": "arm64", "arm64": "arm64", "armv8": "arm64", "arm64/v8": "arm64"}
+# The preStop `sleep` action of the engine and gateway: beta and on by default from 1.30 (alpha,
+# off by default, in 1.29).
+KUBERNETES_MIN = (1, 30)
 
-GIB = 1024**3
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    architecture: str           # as the kubelet reports it: amd64, arm64
-    cpu_millicores: int         # allocatable
-    memory_bytes: int           # allocatable
-    kubelet_version: str = ""   # k3s nodes say v1.x.y+k3s1
-
-
-@dataclass(frozen=True)
-class DaemonSet:
-    namespace: str
-    name: str
-    images: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What an overlay asks for, summed over every pod its workloads start (replicas included)."""
-
-    cpu_request_millicores: int = 0
-    cpu_limit_millicores: int = 0
-    memory_request_bytes: int = 0
-    memory_limit_bytes: int = 0
-
-
-@dataclass
-class Facts:
-    """Everything the checks look at. None means "could not be found out" (not "absent")."""
-
-    overlay: str
-    host_arch: str                           # normalised: amd64, arm64
-    namespace: str | None = None             # the overlay's namespace
-    resources: Resources | None = None       # None when the overlay did not render
-    render_error: str = ""
-    ingress_classes_needed: tuple[str, ...] = ()   # ingressClassName of the overlay's Ingresses
-    has_network_policies: bool = False
-    pvc_name: str = "llm-model-cache"
-    pvc_storage_class: str | None = None     # the PVC's own storageClassName, if it names one
-    kubectl: str | None = None               # path of the kubectl used
-    kubectl_version: str | None = None
-    kubectl_error: str = ""
-    context: str | None = None               # None: no current context
-    reachable: bool | None = None            # None: not tried (no context, or not a local one)
-    cluster_error: str = ""
-    nodes: tuple[Node, ...] = ()
-    ingress_classes: tuple[str, ...] | None = None
-    daemonsets: tuple[DaemonSet, ...] | None = None
-    storage_classes: tuple[tuple[str, bool], ...] | None = None  # (name, is default)
-    pvc_phase: str | None = None             # Bound, Pending, Lost; "" when the PVC does not exist
-    image: str = "vllm-devloop:dev"
-    image_arch: str | None = None            # None: image not built or no docker to ask
-    docker_default_platform: str = ""        # $DOCKER_DEFAULT_PLATFORM
-    tilt_version: str | None = None          # None: tilt not on PATH
+# How to get the CRDs of the API groups the components use; the Tiltfile's warning says the same.
+CRD_INSTALL_HINTS = {
+    "monitoring.coreos.com": "install the prometheus-operator (kube-prometheus-stack) for "
+    "metrics, or only its CRD so the objects apply: "
+    "`kubectl apply --server-side -f kustomize/crds/`",
+}
 
 
 @dataclass(frozen=True)
@@ -102,130 +59,8 @@ class CheckResult:
     fix: str = ""
 
 
-# ---- parsing helpers (pure: they take what kubectl/docker printed) ----------------------------
-
-_MEMORY_SUFFIXES = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "Pi": 1024**5,
-                    "Ei": 1024**6, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-                    "P": 10**15, "E": 10**18, "m": 10**-3}
-
-
-def parse_cpu_millicores(quantity: str | float) -> int:
-    """Kubernetes CPU quantity ("2", "100m", "0.5") in millicores."""
-    text = str(quantity).strip()
-    if text.endswith("m"):
-        return int(float(text[:-1]))
-    return round(float(text) * 1000)
-
-
-def parse_memory_bytes(quantity: str | float) -> int:
-    """Kubernetes memory quantity ("3Gi", "128Mi", "200M", "1e9", "8040516Ki") in bytes."""
-    text = str(quantity).strip()
-    match = re.fullmatch(r"([0-9.]+(?:[eE][+-]?[0-9]+)?)([A-Za-z]*)", text)
-    if not match or (match.group(2) and match.group(2) not in _MEMORY_SUFFIXES):
-        raise ValueError(f"not a Kubernetes memory quantity: {quantity!r}")
-    number, suffix = match.groups()
-    return int(float(number) * _MEMORY_SUFFIXES.get(suffix, 1))
-
-
-def normalise_arch(machine: str) -> str:
-    """platform.machine() / docker / kubelet spellings to amd64 or arm64 (others unchanged)."""
-    machine = machine.strip().lower()
-    if machine.startswith("linux/"):
-        machine = machine.split("/", 1)[1]
-    return ARCH_ALIASES.get(machine, machine)
-
-
 def is_local_context(context: str) -> bool:
     return context in LOCAL_CONTEXTS or context.startswith(LOCAL_CONTEXT_PREFIXES)
-
-
-def parse_tilt_version(output: str) -> tuple[int, int, int] | None:
-    """`tilt version` prints e.g. "v0.33.21, built 2024-11-05"."""
-    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", output)
-    return tuple(int(part) for part in match.groups()) if match else None  # type: ignore[return-value]
-
-
-_WORKLOAD_REPLICAS_DEFAULT = {"Deployment": 1, "StatefulSet": 1, "ReplicaSet": 1}
-
-
-def overlay_resources(objects: list[dict[str, Any]]) -> Resources:
-    """Requests and limits of every pod the overlay's workloads start at their initial replica
-    count (an HPA's minReplicas when it is higher). A pod counts max(sum of its containers, its
-    largest init container), as the scheduler does."""
-    min_replicas = {
-        obj["spec"]["scaleTargetRef"]["name"]: int(obj["spec"].get("minReplicas", 1))
-        for obj in objects if obj.get("kind") == "HorizontalPodAutoscaler"
-    }
-    totals = [0, 0, 0, 0]
-    for obj in objects:
-        kind = obj.get("kind")
-        if kind not in _WORKLOAD_REPLICAS_DEFAULT:
-            continue
-        spec = obj.get("spec", {})
-        replicas = int(spec.get("replicas", _WORKLOAD_REPLICAS_DEFAULT[kind]))
-        replicas = max(replicas, min_replicas.get(obj["metadata"]["name"], 0))
-        pod = spec.get("template", {}).get("spec", {})
-        per_pod = _pod_resources(pod)
-        for index, value in enumerate(per_pod):
-            totals[index] += replicas * value
-    return Resources(*totals)
-
-
-def _pod_resources(pod: dict[str, Any]) -> tuple[int, int, int, int]:
-    def of(container: dict[str, Any]) -> tuple[int, int, int, int]:
-        resources = container.get("resources", {})
-        requests, limits = resources.get("requests", {}), resources.get("limits", {})
-        return (parse_cpu_millicores(requests.get("cpu", 0)),
-                parse_cpu_millicores(limits.get("cpu", requests.get("cpu", 0))),
-                parse_memory_bytes(requests.get("memory", 0)),
-                parse_memory_bytes(limits.get("memory", requests.get("memory", 0))))
-
-    main = [of(container) for container in pod.get("containers", [])]
-    init = [of(container) for container in pod.get("initContainers", [])]
-    summed = [sum(values) for values in zip(*main)] if main else [0, 0, 0, 0]
-    largest_init = [max(values) for values in zip(*init)] if init else [0, 0, 0, 0]
-    return tuple(max(a, b) for a, b in zip(summed, largest_init))  # type: ignore[return-value]
-
-
-def parse_nodes(nodes_json: dict[str, Any]) -> tuple[Node, ...]:
-    """`kubectl get nodes -o json` to Nodes."""
-    nodes = []
-    for item in nodes_json.get("items", []):
-        status = item.get("status", {})
-        allocatable = status.get("allocatable", {})
-        info = status.get("nodeInfo", {})
-        nodes.append(Node(
-            name=item["metadata"]["name"],
-            architecture=normalise_arch(info.get("architecture", "")),
-            cpu_millicores=parse_cpu_millicores(allocatable.get("cpu", 0)),
-            memory_bytes=parse_memory_bytes(allocatable.get("memory", 0)),
-            kubelet_version=info.get("kubeletVersion", ""),
-        ))
-    return tuple(nodes)
-
-
-def parse_daemonsets(daemonsets_json: dict[str, Any]) -> tuple[DaemonSet, ...]:
-    """`kubectl get daemonsets -A -o json` to DaemonSets with their container images."""
-    found = []
-    for item in daemonsets_json.get("items", []):
-        containers = item.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-        found.append(DaemonSet(
-            namespace=item["metadata"].get("namespace", ""),
-            name=item["metadata"]["name"],
-            images=tuple(container.get("image", "") for container in containers),
-        ))
-    return tuple(found)
-
-
-def parse_storage_classes(classes_json: dict[str, Any]) -> tuple[tuple[str, bool], ...]:
-    default_keys = ("storageclass.kubernetes.io/is-default-class",
-                    "storageclass.beta.kubernetes.io/is-default-class")
-    classes = []
-    for item in classes_json.get("items", []):
-        annotations = item["metadata"].get("annotations", {}) or {}
-        is_default = any(annotations.get(key) == "true" for key in default_keys)
-        classes.append((item["metadata"]["name"], is_default))
-    return tuple(classes)
 
 
 # ---- the checks ------------------------------------------------------------------------------
@@ -275,6 +110,15 @@ def check_reachable(facts: Facts) -> CheckResult:
             "kind/k3d: `docker start` its node containers or recreate it; minikube: `minikube start`), "
             "then `kubectl get nodes`")
     names = ", ".join(f"{node.name} ({node.architecture})" for node in facts.nodes) or "no nodes"
+    old = [node for node in facts.nodes
+           if (version := parse_kubernetes_version(node.kubelet_version)) and version < KUBERNETES_MIN]
+    if old:
+        return CheckResult(
+            "cluster", FAIL, f"node {old[0].name} runs Kubernetes {old[0].kubelet_version}; the "
+            f"manifests' preStop `sleep` action needs {'.'.join(map(str, KUBERNETES_MIN))} or newer "
+            "(older API servers refuse the Deployments)",
+            "upgrade the local cluster (Docker Desktop: update it; kind: recreate it with kind "
+            "v0.23 or newer; minikube: `minikube start --kubernetes-version=stable`)")
     return CheckResult("cluster", PASS, f"reachable; nodes: {names}")
 
 
@@ -291,10 +135,15 @@ def check_resources(facts: Facts) -> CheckResult:
     asks = (f"overlay {facts.overlay} requests {_cpus(wants.cpu_request_millicores)} / "
             f"{_gib(wants.memory_request_bytes)} (limits {_cpus(wants.cpu_limit_millicores)} / "
             f"{_gib(wants.memory_limit_bytes)}); nodes allocate {_cpus(cpu)} / {_gib(memory)}")
+    if facts.smaller_overlays:
+        instead = ", or use an overlay that asks for less: " + ", ".join(
+            f"`--overlay {name}`" for name in facts.smaller_overlays)
+    else:
+        instead = (f", or lower the requests in kustomize/overlays/{facts.overlay}/ (no overlay "
+                   "asks for less)")
     engine_fix = ("give the container engine more (Docker Desktop: Settings > Resources > "
                   "Memory and CPUs; minikube: `minikube start --memory 12g --cpus 4`; "
-                  "OrbStack/Rancher Desktop: their resource settings), or use a smaller overlay "
-                  "(`--overlay dev`)")
+                  "OrbStack/Rancher Desktop: their resource settings)" + instead)
     if wants.memory_request_bytes > memory or wants.cpu_request_millicores > cpu:
         return CheckResult(name, FAIL, asks + ": pods will stay Pending (Insufficient memory/cpu)",
                            engine_fix)
@@ -311,10 +160,11 @@ def check_architecture(facts: Facts) -> CheckResult:
     name = "architecture"
     host = facts.host_arch
     platform = facts.docker_default_platform
-    fix = (f"build for this machine: `docker rmi {facts.image}`, unset DOCKER_DEFAULT_PLATFORM and "
-           "run `tilt up` without --platform (the Tiltfile builds for the host's architecture); on "
-           "Apple Silicon turn off amd64 emulation for the cluster (Docker Desktop: Settings > "
-           "General, 'Use Rosetta' only affects amd64 images)")
+    image = facts.image or facts.image_repository
+    fix = (f"build for this machine: remove the image (`docker rmi {image}`, or `podman rmi`), "
+           "unset DOCKER_DEFAULT_PLATFORM and run `tilt up` without --platform (the Tiltfile "
+           "builds for the host's architecture); on Apple Silicon turn off amd64 emulation for "
+           "the cluster (Docker Desktop: Settings > General, 'Use Rosetta' only affects amd64 images)")
     if platform and normalise_arch(platform) != host:
         return CheckResult(name, FAIL, f"DOCKER_DEFAULT_PLATFORM={platform} builds {normalise_arch(platform)} "
                            f"images on this {host} host: they run emulated, several times slower", fix)
@@ -326,13 +176,16 @@ def check_architecture(facts: Facts) -> CheckResult:
         return CheckResult(name, FAIL, f"node {foreign[0].name} is {foreign[0].architecture}, this host "
                            f"is {host}: every pod runs emulated", fix)
     if facts.image_arch:
-        return CheckResult(name, PASS, f"image {facts.image} is {facts.image_arch}, like this host")
+        return CheckResult(name, PASS, f"image {facts.image} (the newest built) is "
+                           f"{facts.image_arch}, like this host")
+    looked = (f"no {facts.image_repository} image (any registry, any tag) in "
+              f"{' or '.join(facts.image_tools) or 'docker or podman (neither answered)'}")
     if facts.nodes:
-        return CheckResult(name, PASS, f"nodes are {host} like this host; image {facts.image} "
-                           "not built yet (`tilt up` builds it for the host)")
-    return CheckResult(name, WARN, f"host is {host}; neither the image {facts.image} nor a node "
-                       "could be inspected", f"after `tilt up`, check with "
-                       f"`docker image inspect {facts.image} --format '{{{{.Architecture}}}}'`")
+        return CheckResult(name, PASS, f"nodes are {host} like this host; {looked} yet "
+                           "(`tilt up` builds it for the host)")
+    return CheckResult(name, WARN, f"host is {host}; {looked}, and no node could be inspected",
+                       "after `tilt up`, run `devloop doctor` again: it inspects the newest "
+                       f"{facts.image_repository} image Tilt built")
 
 
 def check_tilt(facts: Facts) -> CheckResult:
@@ -366,6 +219,25 @@ def check_ingress(facts: Facts) -> CheckResult:
             "(kind: `kubectl apply -f https://kind.sigs.k8s.io/examples/ingress/deploy-ingress-nginx.yaml`; "
             "minikube: `minikube addons enable ingress`)")
     return CheckResult("ingress", PASS, f"IngressClass {', '.join(facts.ingress_classes_needed)} exists")
+
+
+def check_crds(facts: Facts) -> CheckResult:
+    name = "crds"
+    if not facts.custom_objects:
+        return CheckResult(name, PASS, f"overlay {facts.overlay} uses only Kubernetes' own kinds")
+    if facts.crds is None:
+        return CheckResult(name, SKIP, "needs a reachable cluster")
+    missing = [(kind, obj) for kind, obj in facts.custom_objects if kind not in facts.crds]
+    if not missing:
+        kinds = sorted({kind for kind, _ in facts.custom_objects})
+        return CheckResult(name, PASS, f"the cluster has the CRDs of {', '.join(kinds)}")
+    kinds = sorted({kind for kind, _ in missing})
+    hints = [CRD_INSTALL_HINTS.get(kind.split("/")[0], f"install the operator that defines {kind}")
+             for kind in kinds]
+    return CheckResult(
+        name, WARN, f"the cluster has no CRD for {', '.join(kinds)}: `kubectl apply` rejects "
+        f"{', '.join(obj for _, obj in missing)} (the rest applies) and `tilt up` leaves them out",
+        "; or ".join(dict.fromkeys(hints)))
 
 
 def network_policy_enforcer(facts: Facts) -> tuple[bool | None, str]:
@@ -440,7 +312,7 @@ def check_model_cache(facts: Facts) -> CheckResult:
 
 CHECKS: tuple[Callable[[Facts], CheckResult], ...] = (
     check_kubectl, check_context, check_reachable, check_resources, check_architecture,
-    check_tilt, check_ingress, check_network_policy, check_model_cache,
+    check_tilt, check_ingress, check_crds, check_network_policy, check_model_cache,
 )
 
 

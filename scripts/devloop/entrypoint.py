@@ -40,7 +40,7 @@ GIB = 1 << 30
 SETTINGS = (
     "MODEL_NAME", "SERVED_MODEL_NAME", "MAX_MODEL_LEN", "MAX_NUM_SEQS", "DTYPE",
     "VLLM_CPU_KVCACHE_SPACE", "CPU_THREADS", "VLLM_CPU_OMP_THREADS_BIND", "ENFORCE_EAGER", "PORT",
-    "HOST", "HF_HOME", "VLLM_CACHE_ROOT", "EXTRA_ARGS", "VLLM_API_KEY",
+    "HOST", "SHUTDOWN_TIMEOUT", "HF_HOME", "VLLM_CACHE_ROOT", "EXTRA_ARGS", "VLLM_API_KEY",
 )
 
 # The `--dtype` values vLLM 0.32 accepts (vllm.config.model.ModelDType); a test keeps them in sync.
@@ -61,6 +61,7 @@ _OWNED_FLAGS = {
     "--enforce-eager": "ENFORCE_EAGER",
     "--port": "PORT",
     "--host": "HOST",
+    "--shutdown-timeout": "SHUTDOWN_TIMEOUT",
     "--api-key": "VLLM_API_KEY (from a Secret; a flag would show the key in the process list)",
 }
 # Flags from older guides that this vLLM does not have.
@@ -122,6 +123,7 @@ class EngineConfig:
     enforce_eager: bool
     host: str
     port: int
+    shutdown_timeout: int  # seconds vLLM lets in-flight requests finish after SIGTERM
     hf_home: str
     vllm_cache_root: str
     api_key_set: bool
@@ -265,6 +267,11 @@ def load_config(env: Mapping[str, str], limits: Limits) -> EngineConfig:
     max_model_len = _int_setting(env, "MAX_MODEL_LEN", 16, 1 << 20, "tokens", errors)
     max_num_seqs = _int_setting(env, "MAX_NUM_SEQS", 1, 1024, "sequences per batch", errors)
     port = _int_setting(env, "PORT", 1, 65535, "TCP port", errors, default="8000")
+    # vLLM's own default, 0, aborts every request at SIGTERM and leaves open streams hanging
+    # until the kubelet's SIGKILL; the manifests set it to the longest stream (engine.env).
+    shutdown_timeout = _int_setting(env, "SHUTDOWN_TIMEOUT", 0, 86400,
+                                    "seconds in-flight requests may run on after SIGTERM",
+                                    errors, default="0")
 
     dtype = env.get("DTYPE", "auto").strip() or "auto"
     if dtype not in DTYPES:
@@ -335,6 +342,7 @@ def load_config(env: Mapping[str, str], limits: Limits) -> EngineConfig:
         enforce_eager=enforce_eager,
         host=env.get("HOST", "").strip() or "0.0.0.0",
         port=port,
+        shutdown_timeout=shutdown_timeout,
         hf_home=hf_home,
         vllm_cache_root=cache_root,
         api_key_set=bool(env.get("VLLM_API_KEY", "").strip()),
@@ -376,6 +384,7 @@ def vllm_args(config: EngineConfig) -> list[str]:
         "--dtype", config.dtype,
         "--host", config.host,
         "--port", str(config.port),
+        "--shutdown-timeout", str(config.shutdown_timeout),
     ]
     if config.enforce_eager:
         args.append("--enforce-eager")
@@ -415,6 +424,9 @@ def describe_rows(config: EngineConfig, limits: Limits) -> list[tuple[str, str]]
     model = config.model
     if config.model != config.model_source:
         model += f" (MODEL_NAME={config.model_source})"
+    drain = (f"up to {config.shutdown_timeout} s for in-flight requests after SIGTERM"
+             if config.shutdown_timeout else "none: SIGTERM aborts in-flight requests")
+    drain += " (SHUTDOWN_TIMEOUT)"
     rows = [
         ("model", model),
         ("served model name", config.served_model_name),
@@ -428,6 +440,7 @@ def describe_rows(config: EngineConfig, limits: Limits) -> list[tuple[str, str]]
         ("threads bind", f"{config.threads_bind} (VLLM_CPU_OMP_THREADS_BIND)"),
         ("eager mode", "on (no torch.compile)" if config.enforce_eager else "off (torch.compile)"),
         ("listen", f"{config.host}:{config.port}"),
+        ("shutdown drain", drain),
         ("API key", "required (VLLM_API_KEY)" if config.api_key_set else "none"),
         ("HF_HOME", config.hf_home),
         ("VLLM_CACHE_ROOT", config.vllm_cache_root),
@@ -449,7 +462,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         help="validate the engine settings from the environment and exec vLLM",
         description="The engine container's entrypoint. Reads MODEL_NAME, SERVED_MODEL_NAME, "
         "MAX_MODEL_LEN, MAX_NUM_SEQS, DTYPE, VLLM_CPU_KVCACHE_SPACE, CPU_THREADS, ENFORCE_EAGER, "
-        "PORT, HOST, HF_HOME, VLLM_CACHE_ROOT, EXTRA_ARGS and VLLM_API_KEY from the environment "
+        "PORT, HOST, SHUTDOWN_TIMEOUT, HF_HOME, VLLM_CACHE_ROOT, EXTRA_ARGS and VLLM_API_KEY from the environment "
         "(kustomize/base/engine.env documents each), validates them, prints the effective "
         "configuration and replaces itself with the vLLM server. Exit code 2: invalid settings.",
     )

@@ -64,6 +64,7 @@ def test_every_overlays_arguments_are_accepted_by_vllms_parser(overlay, tmp_path
     assert parsed.dtype == config.dtype
     assert parsed.port == config.port
     assert parsed.enforce_eager is config.enforce_eager
+    assert parsed.shutdown_timeout == config.shutdown_timeout > 0, "the engine must drain"
     assert parsed.seed == 7
 
 

@@ -18,6 +18,24 @@ ROOT_ALLOWED = {
     "DaemonSet/fluent-bit": "reads the node's container log files, which runtimes write root-owned "
     "with mode 0640 (0600 on some); a non-root reader in group 0 would fail on the 0600 ones",
 }
+# Graceful rollouts (drain_violations). When a pod is deleted, Kubernetes takes it out of the
+# Service's ready endpoints at once, but kube-proxy and ingress controllers act on that a moment
+# later (the issue's cluster refused requests for up to a second): a preStop sleep of at least
+# this long keeps the process serving until then.
+ENDPOINT_REMOVAL_SECONDS = 5
+DECODE_SPEED_ANNOTATION = "vllm-devloop/decode-tokens-per-second"
+# vLLM 0.32 after its drain: engine core and worker teardown, then the HTTP server. Measured
+# 13.3 s on the 2-core VM (tests/integration/test_engine_drain_vllm.py pins this bound).
+ENGINE_TEARDOWN_SECONDS = 30
+# The gateway after its in-flight wait: closing its Redis and upstream sessions.
+GATEWAY_EXIT_SECONDS = 5
+# Long-running containers that need no drain, each with the reason.
+DRAIN_EXEMPT = {
+    "Deployment/llm-redis container redis": "a cache, not in the request path's answer: the "
+    "gateway keeps serving from its local tier while Redis restarts, and reconnects",
+    "DaemonSet/fluent-bit container fluent-bit": "serves no requests; it flushes its buffer "
+    "within Fluent Bit's 5 s Grace, inside the default 30 s grace period",
+}
 # Settings the guide used that vLLM does not have, or a rewrite that breaks the OpenAI paths.
 FORBIDDEN_TEXT = ("--cpu-only", "VLLM_CPU_ONLY", "--disable-log-requests", "rewrite-target")
 
@@ -259,6 +277,95 @@ def engine_setting_violations(objects: list[Obj]) -> list[str]:
     return problems
 
 
+def effective_env(objects: list[Obj], container: Obj) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: envFrom ConfigMaps, then `env`."""
+    configmaps = {name(obj): obj.get("data", {}) for obj in of_kind(objects, "ConfigMap")}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(configmaps.get(source["configMapRef"]["name"], {}))
+    env.update({item["name"]: item["value"] for item in container.get("env", []) if "value" in item})
+    return env
+
+
+def longest_stream_seconds(objects: list[Obj]) -> float | None:
+    """How long the engine's longest answer streams: MAX_MODEL_LEN tokens (a one-token prompt,
+    the rest output) at the per-stream decode speed of a full batch, which the engine Deployment
+    records in an annotation. None when it does not say."""
+    engine = next((w for w in workloads(objects) if name(w) == "llm-engine"), None)
+    speed = (engine or {}).get("metadata", {}).get("annotations", {}).get(DECODE_SPEED_ANNOTATION)
+    if engine is None or speed is None:
+        return None
+    vllm = next(c for c in containers(engine) if c["name"] == "vllm")
+    return int(effective_env(objects, vllm)["MAX_MODEL_LEN"]) / float(speed)
+
+
+def _int_setting(env: dict[str, str], key: str, default: int) -> int:
+    return int(env.get(key, default))
+
+
+def _process_drain(workload: Obj, container: Obj, objects: list[Obj]) -> tuple[int, int, str] | None:
+    """(seconds the process may take after SIGTERM, seconds an in-flight stream may run on, the
+    setting that bounds the latter) for the processes whose SIGTERM behaviour we know."""
+    env = effective_env(objects, container)
+    if (name(workload), container["name"]) == ("llm-engine", "vllm"):
+        # vLLM --shutdown-timeout: in-flight requests finish, new ones get HTTP 500.
+        streams = _int_setting(env, "SHUTDOWN_TIMEOUT", 0)
+        return streams + ENGINE_TEARDOWN_SECONDS, streams, "SHUTDOWN_TIMEOUT"
+    if (name(workload), container["name"]) == ("llm-gateway", "gateway"):
+        # Serves for GATEWAY_DRAIN_SECONDS (503 on /ready), then waits for in-flight requests.
+        serving = _int_setting(env, "GATEWAY_DRAIN_SECONDS", 5)
+        streams = _int_setting(env, "GATEWAY_SHUTDOWN_TIMEOUT", 30)
+        return serving + streams + GATEWAY_EXIT_SECONDS, streams, "GATEWAY_SHUTDOWN_TIMEOUT"
+    return None
+
+
+def _prestop_sleep(container: Obj) -> int:
+    """Seconds of the preStop hook's sleep action (or an exec of sleep N); 0 without one."""
+    pre_stop = container.get("lifecycle", {}).get("preStop", {})
+    if "sleep" in pre_stop:
+        return int(pre_stop["sleep"]["seconds"])
+    command = pre_stop.get("exec", {}).get("command", [])
+    if len(command) == 2 and command[0].rsplit("/", 1)[-1] == "sleep":
+        return int(command[1])
+    return 0
+
+
+def drain_violations(objects: list[Obj]) -> list[str]:
+    """Rollouts lose no request: every long-running container sleeps in preStop until its
+    endpoint is gone, its process may finish the longest stream after SIGTERM, and the grace
+    period covers both (the kubelet SIGKILLs whatever still runs after it)."""
+    problems = []
+    longest = longest_stream_seconds(objects)
+    if longest is None:
+        problems.append(f"Deployment/llm-engine has no {DECODE_SPEED_ANNOTATION} annotation: "
+                        "the drain cannot be checked against the longest stream")
+    for workload in workloads(objects):
+        pod = workload["spec"]["template"]["spec"]
+        grace = int(pod.get("terminationGracePeriodSeconds", 30))
+        for container in pod["containers"]:
+            where = f"{workload['kind']}/{name(workload)} container {container['name']}"
+            if where in DRAIN_EXEMPT:
+                continue
+            drain = _process_drain(workload, container, objects)
+            if drain is None:
+                problems.append(f"{where}: no known drain; describe its SIGTERM behaviour in "
+                                "tests/manifests/policy.py or exempt it with the reason")
+                continue
+            process, streams, setting = drain
+            sleep = _prestop_sleep(container)
+            if sleep < ENDPOINT_REMOVAL_SECONDS:
+                problems.append(f"{where}: preStop sleeps {sleep} s (< {ENDPOINT_REMOVAL_SECONDS} s): "
+                                "it would stop serving before its endpoint is removed")
+            if grace < sleep + process:
+                problems.append(f"{where}: terminationGracePeriodSeconds {grace} < preStop "
+                                f"{sleep} s + drain {process} s: the kubelet kills it mid-drain")
+            if longest is not None and streams < longest:
+                problems.append(f"{where}: {setting}={streams} s is shorter than the longest "
+                                f"stream ({longest:.0f} s): it would be cut off")
+    return problems
+
+
 ALL_CHECKS = (
     engine_setting_violations,
     selector_violations,
@@ -268,4 +375,5 @@ ALL_CHECKS = (
     network_policy_violations,
     service_env_violations,
     image_violations,
+    drain_violations,
 )

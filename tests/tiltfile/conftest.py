@@ -15,6 +15,8 @@ ROOT = manifests.project_root(Path(__file__).parent)
 TILTFILE = ROOT / "Tiltfile"
 DOCKERFILE = ROOT / "image" / "Dockerfile"
 OVERLAYS = manifests.overlay_names(ROOT)
+# The CRDs of the kinds the components use, as the real operator installs them.
+CRD_FILES = sorted((ROOT / "kustomize" / "crds").glob("*.yaml"))
 
 
 def evaluate(**kwargs) -> tuple[TiltEnvironment, Recording]:
@@ -24,7 +26,7 @@ def evaluate(**kwargs) -> tuple[TiltEnvironment, Recording]:
 
 @pytest.fixture(scope="session")
 def tilt_up():
-    """`tilt up -- --overlay=NAME` on a kind cluster: (recording, assembled resources)."""
+    """`tilt up -- --overlay=NAME` on a bare kind cluster (no CRDs): (recording, resources)."""
     cache: dict[str, tuple[Recording, dict[str, Resource]]] = {}
 
     def up(overlay: str) -> tuple[Recording, dict[str, Resource]]:

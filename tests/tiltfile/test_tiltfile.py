@@ -12,7 +12,8 @@ import starlark
 
 from devloop import manifests
 
-from .conftest import OVERLAYS, ROOT, TILTFILE, evaluate
+from .conftest import CRD_FILES, OVERLAYS, ROOT, TILTFILE, evaluate
+from .fake_kubectl import FakeCluster
 from .tilt_api import (
     Blob,
     TiltEnvironment,
@@ -59,8 +60,11 @@ def _in_context(build, path: str) -> str:
 
 
 @overlays
-def test_deploys_exactly_what_kubectl_kustomize_renders(tilt_up, overlay):
-    rec, _ = tilt_up(overlay)
+def test_deploys_exactly_what_kubectl_kustomize_renders_where_the_cluster_has_every_crd(overlay):
+    env = TiltEnvironment(TILTFILE, args=[f"--overlay={overlay}"],
+                          cluster=FakeCluster.with_crd_files(*CRD_FILES))
+    rec = env.run()
+    assert rec.failure is None and rec.warnings == []
     assert len(rec.k8s_yaml) == 1
     handed = rec.k8s_yaml[0]
     assert isinstance(handed, Blob), "k8s_yaml got a string, which Tilt reads as a file path"
@@ -76,7 +80,7 @@ def test_overlay_defaults_to_dev():
 
 def test_tilt_config_json_remembers_the_overlay():
     _, rec = evaluate(tilt_config={"overlay": "optimized"})
-    assert rec.k8s_yaml[0].source == "kustomize/overlays/optimized"
+    assert {obj["metadata"].get("namespace") for obj in rec.objects} == {"vllm-optimized", None}
 
 
 def test_overlay_flag_overrides_tilt_config_json():

@@ -1,5 +1,5 @@
-"""`tilt ci` on a real local cluster: build, deploy the dev overlay, wait for every resource to be
-ready (the engine's model load included), run the health check. Skips with the reason when this
+"""`tilt ci` on a real local cluster: build, deploy the dev overlay with the offline tiny model, wait
+for every resource to be ready (the engine's start included), run the health check. Skips with the reason when this
 machine has no tilt binary, no container engine or no reachable local cluster."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from .conftest import ROOT
 
 pytestmark = pytest.mark.cluster
 
-CI_TIMEOUT = "30m"  # build + first model download and load; the startup probe allows 15 minutes
+CI_TIMEOUT = "30m"  # the image build, then the engine's start (the startup probe allows 15 minutes)
+TILT_ARGS = ["--", "--overlay=dev", "--model=tiny"]  # what the workflow's tilt-ci job runs
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +43,10 @@ def local_cluster() -> str:
 def test_tilt_ci_brings_the_dev_overlay_up_and_healthy(local_cluster):
     try:
         result = subprocess.run(
-            ["tilt", "ci", "--timeout", CI_TIMEOUT, "--", "--overlay=dev"],
+            ["tilt", "ci", "--timeout", CI_TIMEOUT, *TILT_ARGS],
             cwd=ROOT, capture_output=True, text=True, check=False,
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     finally:
-        subprocess.run(["tilt", "down", "--", "--overlay=dev"], cwd=ROOT,
+        subprocess.run(["tilt", "down", *TILT_ARGS], cwd=ROOT,
                        capture_output=True, check=False)

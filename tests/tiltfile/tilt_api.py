@@ -32,6 +32,8 @@ import yaml
 
 from devloop import manifests
 
+from .fake_kubectl import FakeCluster, KubectlFailed
+
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 UNCATEGORIZED = "uncategorized"
 LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
@@ -165,7 +167,9 @@ class TiltEnvironment:
     """One evaluation of a Tiltfile, as `tilt <subcommand> -- <args>` in kube context `context`.
 
     `tilt_config` stands for the contents of tilt_config.json next to the Tiltfile (None: no
-    file); it is passed in rather than read so that tests never write into the checkout."""
+    file); it is passed in rather than read so that tests never write into the checkout.
+    `cluster` answers the Tiltfile's `local('kubectl ...')` (fake_kubectl.py); other commands
+    fail the evaluation."""
 
     def __init__(
         self,
@@ -176,6 +180,7 @@ class TiltEnvironment:
         tilt_config: dict[str, Any] | None = None,
         subcommand: str = "up",
         environ: dict[str, str] | None = None,
+        cluster: FakeCluster | None = None,
     ) -> None:
         self.tiltfile = tiltfile.resolve()
         self.root = self.tiltfile.parent
@@ -184,6 +189,8 @@ class TiltEnvironment:
         self.tilt_config = tilt_config
         self.subcommand = subcommand
         self.environ = dict(os.environ if environ is None else environ)
+        # What `local('kubectl ...')` reaches: by default a bare cluster (no CRDs) of `context`.
+        self.cluster = cluster if cluster is not None else FakeCluster(context=context)
         self.rec = Recording()
 
     # -- paths -------------------------------------------------------------------------------
@@ -261,6 +268,30 @@ class TiltEnvironment:
         def decode_yaml_stream(yaml: Any) -> list:  # noqa: A002
             text = yaml.text if isinstance(yaml, Blob) else str(yaml)
             return json.loads(json.dumps(list(_load_yaml_stream(text))))
+
+        def encode_yaml_stream(objs: list) -> Any:
+            for obj in objs:
+                _check_encodable(obj)
+            return starlark.OpaquePythonObject(Blob(__import__("yaml").safe_dump_all(list(objs))))
+
+        def local(
+            command: str | list[str],
+            quiet: bool = False,
+            command_bat: str | list[str] = "",
+            echo_off: bool = False,
+            env: dict[str, str] = {},  # noqa: B006
+            dir: str = "",  # noqa: A002
+            stdin: Any = None,
+        ) -> Any:
+            # A string runs through `sh -c`, which the stand-in cannot follow: only argv lists.
+            if not isinstance(command, list):
+                raise TiltfileError(f"local: the harness runs argv lists only, got {command!r}")
+            try:
+                out = self.cluster.run(list(command))
+            except KubectlFailed as failed:
+                # Tilt stops loading the Tiltfile when a local() command exits non-zero.
+                raise TiltfileError(f"command {command!r} failed: exit status 1\n{failed}") from failed
+            return starlark.OpaquePythonObject(Blob(out))
 
         def decode_yaml(yaml: Any) -> Any:  # noqa: A002
             text = yaml.text if isinstance(yaml, Blob) else str(yaml)
@@ -476,6 +507,7 @@ class TiltEnvironment:
             k8s_context=k8s_context, allow_k8s_contexts=allow_k8s_contexts, listdir=listdir,
             read_file=read_file, watch_file=watch_file, blob=blob, kustomize=kustomize,
             k8s_yaml=k8s_yaml, decode_yaml_stream=decode_yaml_stream, decode_yaml=decode_yaml,
+            encode_yaml_stream=encode_yaml_stream, local=local,
             fall_back_on=fall_back_on, sync=sync, run=run, restart_container=restart_container,
             docker_build=docker_build, port_forward=port_forward, link=link,
             k8s_resource=k8s_resource, local_resource=local_resource,
@@ -532,8 +564,18 @@ class TiltEnvironment:
         module["_subcommand"] = self.subcommand
         module["_main_path"] = str(self.tiltfile)
         module["_main_dir"] = str(self.root)
+        module.add_callable("_is_blob", lambda value: isinstance(value, Blob))
+        module.add_callable("_blob_text", lambda value: value.text)
         globals_ = starlark.Globals.extended_by([starlark.LibraryExtension.StructType])
+        # Tilt's str() of a Blob is its text (`str(local(...))`); an opaque Python object would
+        # print as "<opaque python object>". The builtin is kept in its own evaluation first:
+        # within one module a global `str` would shadow it everywhere.
+        starlark.eval(module, starlark.parse("<tilt str>", "_builtin_str = str", tilt_dialect()),
+                      globals_)
         prelude = """
+def str(value):
+    return _blob_text(value) if _is_blob(value) else _builtin_str(value)
+
 config = struct(
     define_string = _config_define_string,
     define_string_list = _config_define_string_list,
@@ -657,6 +699,21 @@ os = struct(
                 if not LABEL_RE.match(label):
                     raise TiltfileError(f"resource {resource.name}: invalid label {label!r}")
         return resources
+
+
+def _check_encodable(value: Any, path: str = "") -> None:
+    """Tilt's encode_yaml/encode_json take "maps with string keys, lists, strings, ints, and
+    bools" only (its API reference); anything else fails the load."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TiltfileError(f"encode_yaml_stream: non-string key {key!r} at {path or '.'}")
+            _check_encodable(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_encodable(item, f"{path}[{index}]")
+    elif not isinstance(value, (str, int, bool)) or isinstance(value, float):
+        raise TiltfileError(f"encode_yaml_stream: cannot encode {value!r} at {path}")
 
 
 def tilt_dialect() -> starlark.Dialect:

@@ -127,8 +127,8 @@ def _config(dtype: str) -> EngineConfig:
     return EngineConfig(
         model_source="tiny", model="/m", served_model_name="tiny", max_model_len=256,
         max_num_seqs=1, dtype=dtype, kvcache_space_gib=1, cpu_threads=1, threads_bind="0",
-        enforce_eager=True, host="127.0.0.1", port=8000, hf_home="/h", vllm_cache_root="/c",
-        api_key_set=False,
+        enforce_eager=True, host="127.0.0.1", port=8000, shutdown_timeout=0, hf_home="/h",
+        vllm_cache_root="/c", api_key_set=False,
     )
 
 

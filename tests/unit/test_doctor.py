@@ -13,39 +13,35 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from devloop import doctor, manifests
+from devloop import doctor, doctor_facts
 from devloop import doctor_checks as checks
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1024**3
 
 
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, list[dict]]:
-    return {name: manifests.load_objects(manifests.render_overlay(name, ROOT))
-            for name in ("dev", "optimized")}
-
-
 def kind_node(cpu: str = "4", memory: str = "16Gi", arch: str = "amd64", kubelet: str = "v1.32.2"):
-    return checks.Node("kind-control-plane", arch, checks.parse_cpu_millicores(cpu),
-                       checks.parse_memory_bytes(memory), kubelet)
+    return doctor_facts.Node("kind-control-plane", arch, doctor_facts.parse_cpu_millicores(cpu),
+                       doctor_facts.parse_memory_bytes(memory), kubelet)
 
 
-def healthy(rendered, overlay: str = "dev", **changes) -> checks.Facts:
+def healthy(rendered, overlay: str = "dev", **changes) -> doctor_facts.Facts:
     """A kind cluster with room for the overlay, Calico, ingress-nginx, the PVC bound, Tilt."""
-    facts = checks.Facts(
+    facts = doctor_facts.Facts(
         overlay=overlay, host_arch="amd64", kubectl="/usr/local/bin/kubectl",
         kubectl_version="v1.32.2", context="kind-dev", reachable=True,
         nodes=(kind_node(cpu="16", memory="64Gi"),), ingress_classes=("nginx",),
-        daemonsets=(checks.DaemonSet("kube-system", "calico-node", ("calico/node:v3.29.1",)),),
+        daemonsets=(doctor_facts.DaemonSet("kube-system", "calico-node", ("calico/node:v3.29.1",)),),
         storage_classes=(("standard", True),), pvc_phase="Bound",
-        image_arch="amd64", tilt_version="v0.33.21, built 2024-11-05",
+        crds=("monitoring.coreos.com/ServiceMonitor", "monitoring.coreos.com/PodMonitor"),
+        image="localhost:5001/vllm-devloop:tilt-5c3b1f2d9a0e", image_arch="amd64",
+        image_tools=("docker",), tilt_version="v0.33.21, built 2024-11-05",
     )
     facts = replace(facts, **doctor.overlay_facts(rendered[overlay]))
     return replace(facts, **changes)
 
 
-def result(facts: checks.Facts, name: str) -> checks.CheckResult:
+def result(facts: doctor_facts.Facts, name: str) -> checks.CheckResult:
     return next(r for r in checks.run_checks(facts).results if r.name == name)
 
 
@@ -117,33 +113,43 @@ def test_an_unreachable_cluster_fails(rendered):
     assert res.status == "fail" and "connection refused" in res.summary
 
 
+@pytest.mark.parametrize("kubelet, status", [("v1.29.8", "fail"), ("v1.30.0", "pass"),
+                                             ("v1.31.4+k3s1", "pass"), ("", "pass")])
+def test_a_cluster_older_than_the_prestop_sleep_action_fails(rendered, kubelet, status):
+    res = result(healthy(rendered, nodes=(kind_node(cpu="16", memory="64Gi", kubelet=kubelet),)),
+                 "cluster")
+    assert res.status == status
+    if status == "fail":
+        assert "preStop `sleep` action needs 1.30" in res.summary and "kind" in res.fix
+
+
 # ---- resources -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, millicores", [("2", 2000), ("100m", 100), ("0.5", 500), (3, 3000)])
 def test_cpu_quantities(text, millicores):
-    assert checks.parse_cpu_millicores(text) == millicores
+    assert doctor_facts.parse_cpu_millicores(text) == millicores
 
 
 @pytest.mark.parametrize("text, value", [("3Gi", 3 * GIB), ("128Mi", 128 * 1024**2), ("200M", 200 * 10**6),
                                          ("8040516Ki", 8040516 * 1024), ("1e9", 10**9), ("42", 42)])
 def test_memory_quantities(text, value):
-    assert checks.parse_memory_bytes(text) == value
+    assert doctor_facts.parse_memory_bytes(text) == value
 
 
 def test_a_malformed_memory_quantity_is_refused():
     with pytest.raises(ValueError, match="3GB"):
-        checks.parse_memory_bytes("3GB")
+        doctor_facts.parse_memory_bytes("3GB")
 
 
 def test_dev_overlay_totals_are_its_three_containers(rendered):
     # engine 1 CPU/3Gi (limit 2/5Gi) + gateway 100m/128Mi (1/512Mi) + Redis 50m/64Mi (500m/256Mi)
-    assert checks.overlay_resources(rendered["dev"]) == checks.Resources(
+    assert doctor_facts.overlay_resources(rendered["dev"]) == doctor_facts.Resources(
         cpu_request_millicores=1150, cpu_limit_millicores=3500,
         memory_request_bytes=3 * GIB + 192 * 1024**2, memory_limit_bytes=5 * GIB + 768 * 1024**2)
 
 
 def test_optimized_overlay_counts_both_engine_replicas(rendered):
-    totals = checks.overlay_resources(rendered["optimized"])
+    totals = doctor_facts.overlay_resources(rendered["optimized"])
     assert totals.cpu_request_millicores == 2 * 3000 + 150
     assert totals.memory_request_bytes == 2 * 8 * GIB + 192 * 1024**2
     assert totals.memory_limit_bytes == 2 * 16 * GIB + 768 * 1024**2
@@ -159,7 +165,7 @@ def test_hpa_minimum_and_init_containers_count_like_the_scheduler_counts_them():
          "spec": {"scaleTargetRef": {"name": "a"}, "minReplicas": 3}},
         {"kind": "Service", "metadata": {"name": "a"}, "spec": {}},
     ]
-    totals = checks.overlay_resources(objects)
+    totals = doctor_facts.overlay_resources(objects)
     # per pod: max(1+1, 4) CPU and max(2+1, 1) GiB; 3 pods from the HPA's minimum
     assert totals.cpu_request_millicores == 3 * 4000
     assert totals.memory_request_bytes == 3 * 3 * GIB
@@ -189,11 +195,11 @@ def test_an_overlay_that_did_not_render_fails_the_resource_check(rendered):
 
 
 def test_kubectl_nodes_json_is_read():
-    nodes = checks.parse_nodes({"items": [{
+    nodes = doctor_facts.parse_nodes({"items": [{
         "metadata": {"name": "docker-desktop"},
         "status": {"allocatable": {"cpu": "8", "memory": "8039480Ki", "pods": "110"},
                    "nodeInfo": {"architecture": "arm64", "kubeletVersion": "v1.31.4"}}}]})
-    assert nodes == (checks.Node("docker-desktop", "arm64", 8000, 8039480 * 1024, "v1.31.4"),)
+    assert nodes == (doctor_facts.Node("docker-desktop", "arm64", 8000, 8039480 * 1024, "v1.31.4"),)
 
 
 # ---- architecture ----------------------------------------------------------------------------
@@ -201,14 +207,15 @@ def test_kubectl_nodes_json_is_read():
 @pytest.mark.parametrize("machine, arch", [("x86_64", "amd64"), ("AMD64", "amd64"), ("aarch64", "arm64"),
                                            ("arm64", "arm64"), ("linux/amd64", "amd64")])
 def test_architecture_spellings_normalise(machine, arch):
-    assert checks.normalise_arch(machine) == arch
+    assert doctor_facts.normalise_arch(machine) == arch
 
 
 def test_an_amd64_image_on_apple_silicon_fails(rendered):
     facts = healthy(rendered, host_arch="arm64", nodes=(kind_node(arch="arm64", cpu="16", memory="64Gi"),),
                     image_arch="amd64")
     res = result(facts, "architecture")
-    assert res.status == "fail" and "emulated" in res.summary and "docker rmi vllm-devloop:dev" in res.fix
+    assert res.status == "fail" and "emulated" in res.summary
+    assert "docker rmi localhost:5001/vllm-devloop:tilt-5c3b1f2d9a0e" in res.fix
 
 
 def test_docker_default_platform_forcing_amd64_on_arm64_fails(rendered):
@@ -259,14 +266,14 @@ def test_optimized_without_an_nginx_ingress_class_fails(rendered):
 
 
 @pytest.mark.parametrize("daemonsets, nodes_kubelet, context, status", [
-    ((checks.DaemonSet("kube-system", "cilium", ()),), "v1.32.0", "kind-x", "pass"),
-    ((checks.DaemonSet("kube-system", "kindnet", ("docker.io/kindest/kindnetd:v20241108-5c6d2daf",)),),
+    ((doctor_facts.DaemonSet("kube-system", "cilium", ()),), "v1.32.0", "kind-x", "pass"),
+    ((doctor_facts.DaemonSet("kube-system", "kindnet", ("docker.io/kindest/kindnetd:v20241108-5c6d2daf",)),),
      "v1.32.0", "kind-x", "pass"),
-    ((checks.DaemonSet("kube-system", "kindnet", ("docker.io/kindest/kindnetd:v20230511-dc714da8",)),),
+    ((doctor_facts.DaemonSet("kube-system", "kindnet", ("docker.io/kindest/kindnetd:v20230511-dc714da8",)),),
      "v1.27.3", "kind-x", "warn"),
     ((), "v1.31.5+k3s1", "k3d-x", "pass"),
-    ((checks.DaemonSet("kube-flannel", "kube-flannel-ds", ()),), "v1.31.0", "minikube", "warn"),
-    ((checks.DaemonSet("kube-system", "vpnkit-controller", ()),), "v1.31.4", "docker-desktop", "warn"),
+    ((doctor_facts.DaemonSet("kube-flannel", "kube-flannel-ds", ()),), "v1.31.0", "minikube", "warn"),
+    ((doctor_facts.DaemonSet("kube-system", "vpnkit-controller", ()),), "v1.31.4", "docker-desktop", "warn"),
     ((), "v1.31.4", "orbstack", "warn"),
 ])
 def test_network_policy_enforcement_is_read_off_the_cni(rendered, daemonsets, nodes_kubelet, context, status):
@@ -332,7 +339,7 @@ def test_json_report_carries_every_check(tmp_path):
     assert report["namespace"] == "vllm-optimized"
     statuses = {check["name"]: check["status"] for check in report["checks"]}
     assert list(statuses) == ["kubectl", "context", "cluster", "resources", "architecture", "tilt",
-                              "ingress", "networkpolicy", "model-cache"]
+                              "ingress", "crds", "networkpolicy", "model-cache"]
     assert statuses["kubectl"] == "pass" and statuses["context"] == "fail"
     assert statuses["tilt"] == "warn"
 
@@ -356,7 +363,7 @@ def test_gathering_reads_the_overlay_and_this_host(tmp_path):
     facts = doctor.gather("optimized", ROOT, env={"KUBECONFIG": str(tmp_path / "none"), "PATH": ""})
     assert facts.namespace == "vllm-optimized" and facts.has_network_policies
     assert facts.kubectl and facts.kubectl_version.startswith("v1.")
-    assert facts.host_arch == checks.normalise_arch(platform.machine())
+    assert facts.host_arch == doctor_facts.normalise_arch(platform.machine())
     assert facts.tilt_version is None and facts.image_arch is None
 
 

@@ -62,6 +62,7 @@ def test_base_settings_become_vllm_arguments(env):
         "--dtype", "bfloat16",
         "--host", "0.0.0.0",
         "--port", "8000",
+        "--shutdown-timeout", "0",
     ]
     assert command(config)[:3] == [sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry"]
 
@@ -71,6 +72,14 @@ def test_enforce_eager_and_extra_args_are_appended(env):
     args = vllm_args(load_config(env, TWO_CPUS))
     assert args[args.index("--served-model-name") + 1] == "qwen"
     assert args[-5:] == ["--enforce-eager", "--seed", "7", "--block-size", "32"]
+
+
+def test_shutdown_timeout_lets_vllm_drain_in_flight_requests_on_sigterm(env):
+    env["SHUTDOWN_TIMEOUT"] = "300"
+    config = load_config(env, TWO_CPUS)
+    args = vllm_args(config)
+    assert args[args.index("--shutdown-timeout") + 1] == "300"
+    assert "up to 300 s for in-flight requests after SIGTERM" in describe(config, TWO_CPUS)
 
 
 def test_auto_threads_bind_every_allowed_cpu_and_reserve_none(env):
@@ -139,6 +148,8 @@ def test_missing_kv_cache_space_is_refused_because_vllm_would_take_92_percent(en
         ("DTYPE", "bf16", "DTYPE='bf16' is not one of"),
         ("ENFORCE_EAGER", "maybe", "ENFORCE_EAGER='maybe' must be true or false"),
         ("EXTRA_ARGS", "--seed '7", "EXTRA_ARGS=\"--seed '7\" is not valid shell quoting"),
+        ("SHUTDOWN_TIMEOUT", "2m", "SHUTDOWN_TIMEOUT='2m' is not an integer"),
+        ("SHUTDOWN_TIMEOUT", "-1", "SHUTDOWN_TIMEOUT=-1 is out of range"),
     ],
 )
 def test_invalid_values_name_the_key_and_the_accepted_range(env, key, value, expected):
@@ -159,6 +170,7 @@ def test_every_problem_is_reported_at_once(env):
         ("--disable-log-requests", "request logging is off by default"),
         ("--max-model-len=4096", "set MAX_MODEL_LEN instead"),
         ("--api-key secret", "VLLM_API_KEY"),
+        ("--shutdown-timeout 60", "set SHUTDOWN_TIMEOUT instead"),
     ],
 )
 def test_extra_args_refuse_flags_that_do_not_exist_or_that_keys_own(env, flag, hint):

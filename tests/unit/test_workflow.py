@@ -121,7 +121,7 @@ def test_tilt_ci_runs_only_by_hand_or_with_the_label(workflow):
     assert "workflow_dispatch" in job["if"] and "'tilt-ci'" in job["if"]
     assert "labeled" in workflow[True]["pull_request"]["types"]  # PyYAML reads the `on` key as True
     assert any(step.get("uses", "").startswith("helm/kind-action@") for step in job["steps"])
-    assert "tilt ci --timeout 30m" in run_lines(job)
+    assert "tilt ci --timeout 30m -- --model=tiny" in run_lines(job), "no model download in CI"
 
 
 def test_every_action_is_pinned_to_a_major_version_or_a_commit(workflow):

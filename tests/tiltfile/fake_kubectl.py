@@ -1,0 +1,99 @@
+"""The cluster the Tiltfile asks with `local('kubectl ...')`, answering as the real kubectl does.
+
+Tilt has no API that says which CustomResourceDefinitions a cluster has, so the Tiltfile runs
+`kubectl get customresourcedefinitions -o custom-columns=...` through `local()`. This stands in
+for that one command against a cluster holding the CRD objects it is given (the real
+prometheus-operator CRD from kustomize/crds/, for instance): the same columns, the same silence
+on stdout when there are none ("No resources found" goes to stderr), and a non-zero exit, which
+fails Tilt's load, when the cluster does not answer. Any other command is refused, so a test
+can never pass on a command the harness does not know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CRD_RESOURCE_NAMES = {"customresourcedefinitions", "customresourcedefinition", "crd", "crds",
+                      "customresourcedefinitions.apiextensions.k8s.io"}
+
+
+class KubectlFailed(Exception):
+    """kubectl exited non-zero; the message is its stderr."""
+
+
+class UnknownCommand(Exception):
+    """A command this stand-in does not emulate."""
+
+
+@dataclass
+class FakeCluster:
+    """A reachable (or not) cluster of kube context `context` with these CRDs installed."""
+
+    context: str = "kind-kind"
+    crds: list[dict[str, Any]] = field(default_factory=list)
+    reachable: bool = True
+    commands: list[list[str]] = field(default_factory=list)  # every argv run, in order
+
+    @classmethod
+    def with_crd_files(cls, *paths: Path, **kwargs: Any) -> FakeCluster:
+        crds = [doc for path in paths for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+                if doc and doc.get("kind") == "CustomResourceDefinition"]
+        return cls(crds=crds, **kwargs)
+
+    def run(self, argv: list[str]) -> str:
+        """What `argv` prints on stdout; KubectlFailed for a non-zero exit."""
+        self.commands.append(list(argv))
+        if not argv or argv[0] != "kubectl":
+            raise UnknownCommand(f"only kubectl is emulated, not {argv!r}")
+        options, words = _split_flags(argv[1:])
+        if options.get("context", self.context) != self.context:
+            raise KubectlFailed(f'error: context "{options["context"]}" does not exist')
+        if words[:1] != ["get"] or len(words) != 2 or words[1] not in CRD_RESOURCE_NAMES:
+            raise UnknownCommand(f"not emulated: {argv!r}")
+        if not self.reachable:
+            raise KubectlFailed("The connection to the server 127.0.0.1:6443 was refused - "
+                                "did you specify the right host or port?")
+        output = options.get("output", "")
+        if not output.startswith("custom-columns="):
+            raise UnknownCommand(f"only -o custom-columns= is emulated, not {output!r}")
+        columns = [spec.split(":", 1) for spec in output.removeprefix("custom-columns=").split(",")]
+        rows = [[_field(crd, path) for _, path in columns] for crd in self.crds]
+        if "no-headers" not in options:
+            rows.insert(0, [name for name, _ in columns])
+        return "".join("   ".join(row) + "\n" for row in rows)
+
+
+def _split_flags(args: list[str]) -> tuple[dict[str, str], list[str]]:
+    """kubectl's flags (--name=value, --name value, -o value, --boolean) and its other words."""
+    aliases = {"o": "output"}
+    value_flags = {"context", "output", "request-timeout", "namespace", "n"}
+    options: dict[str, str] = {}
+    words: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-"):
+            name, sep, value = arg.lstrip("-").partition("=")
+            name = aliases.get(name, name)
+            if not sep and name in value_flags:
+                i += 1
+                value = args[i]
+            options[name] = value
+        else:
+            words.append(arg)
+        i += 1
+    return options, words
+
+
+def _field(obj: dict[str, Any], path: str) -> str:
+    """A custom-columns path such as .spec.names.kind; kubectl prints <none> for a missing one."""
+    value: Any = obj
+    for key in path.lstrip(".").split("."):
+        if not isinstance(value, dict) or key not in value:
+            return "<none>"
+        value = value[key]
+    return str(value)

@@ -1,0 +1,17 @@
+"""Fixtures shared by the unit tests of `devloop doctor` (test_doctor.py, test_doctor_tilt.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from devloop import manifests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, list[dict]]:
+    """Every overlay's objects, as `kubectl kustomize` renders them."""
+    return {name: manifests.load_objects(manifests.render_overlay(name, ROOT))
+            for name in manifests.overlay_names(ROOT)}
