@@ -207,7 +207,7 @@ def _wrk_unit(text: str) -> float:
 
 
 def _wrk_load(
-    url: str, body: dict[str, Any], concurrency: int, duration: float, workdir: Path, gateway: str
+    url: str, body: dict[str, Any], concurrency: int, duration: float, workdir: Path, admin: str
 ) -> dict[str, Any]:
     """Hits driven by wrk (one C thread, like redis-benchmark): p50/p99 and requests/s. The
     gateway's own counters prove every request was a hit."""
@@ -219,7 +219,7 @@ def _wrk_load(
         f"wrk.body = [==[{json.dumps(body)}]==]\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
-    before = requests.get(gateway + "/cache/stats", timeout=10).json()
+    before = requests.get(admin + "/cache/stats", timeout=10).json()
     output = subprocess.run(
         [
             "wrk",
@@ -236,7 +236,7 @@ def _wrk_load(
         check=True,
         timeout=duration + 60,
     ).stdout
-    after = requests.get(gateway + "/cache/stats", timeout=10).json()
+    after = requests.get(admin + "/cache/stats", timeout=10).json()
     result: dict[str, Any] = {}
     for line in output.splitlines():
         parts = line.split()
@@ -419,9 +419,10 @@ def run(args: argparse.Namespace) -> int:
 
         parsed = urlparse(redis_url)
         gateways = {}
+        admins = {}
         pids: dict[str, int] = {}
         for name, extra in (("local", []), ("redis", ["--cache-max-entries", "0"])):
-            port = _free_port()
+            port, admin_port = _free_port(), _free_port()
             processes.append(
                 subprocess.Popen(
                     [
@@ -433,6 +434,8 @@ def run(args: argparse.Namespace) -> int:
                         "127.0.0.1",
                         "--port",
                         str(port),
+                        "--admin-port",
+                        str(admin_port),
                         "--upstream-url",
                         upstream,
                         "--redis-url",
@@ -444,6 +447,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
             gateways[name] = f"http://127.0.0.1:{port}"
+            admins[name] = f"http://127.0.0.1:{admin_port}"
             pids[name] = processes[-1].pid
             wait_until_listening(port, processes[-1], timeout=30)
 
@@ -483,7 +487,7 @@ def run(args: argparse.Namespace) -> int:
                 cpu_before = _cpu_seconds(pids[name])
                 if client == "wrk":
                     level[f"{name}_tier"] = _wrk_load(
-                        url, body, concurrency, args.duration, Path(workdir), gateways[name]
+                        url, body, concurrency, args.duration, Path(workdir), admins[name]
                     )
                 else:
                     level[f"{name}_tier"] = asyncio.run(
