@@ -222,6 +222,8 @@ class ResponseCache:
             )
         self._degraded_until = 0.0  # monotonic time before which Redis is skipped
         self._degraded = False
+        self._degraded_at = 0.0  # monotonic time of the last failure that degraded the tier
+        self._recovered_at = 0.0  # ... and of the last recovery
         self._background: set[asyncio.Task[None]] = set()
         self._pending_gets: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self._batching = False
@@ -257,22 +259,36 @@ class ResponseCache:
     def _redis_available(self) -> bool:
         return self._redis is not None and time.monotonic() >= self._degraded_until
 
-    def _redis_failed(self, error: BaseException) -> None:
+    async def _redis_failed(self, error: BaseException, started: float) -> None:
         self.stats.redis_errors += 1
         self._degraded_until = time.monotonic() + self.config.redis_retry_seconds
-        if not self._degraded:
-            self._degraded = True
-            log.warning(
-                "redis at %s failed (%s: %s); serving from the local tier and retrying every %.1fs",
-                self.config.redis_url,
-                type(error).__name__,
-                error,
-                self.config.redis_retry_seconds,
-            )
+        if self._degraded or started < self._recovered_at:
+            # Already degraded, or a call that began before the last recovery failing late
+            # (on a connection of the old server): not news.
+            return
+        self._degraded = True
+        self._degraded_at = time.monotonic()
+        log.warning(
+            "redis at %s failed (%s: %s); serving from the local tier and retrying every %.1fs",
+            self.config.redis_url,
+            type(error).__name__,
+            error,
+            self.config.redis_retry_seconds,
+        )
+        # Every pooled connection belongs to the server that just failed: drop them all now, or
+        # the first calls after a restart pick them up, fail ("Connection closed by server")
+        # and the log flaps (back, failed, back) on one recovery.
+        try:
+            await self._redis.connection_pool.disconnect()
+        except Exception as close_error:  # noqa: BLE001 - closing dead sockets may fail too
+            log.debug("dropping redis connections: %s", close_error)
 
-    def _redis_ok(self) -> None:
-        if self._degraded:
+    def _redis_ok(self, started: float) -> None:
+        # Only a call that began after the failure proves recovery: one that was already under
+        # way (a slow reply from before a freeze) says nothing about the server now.
+        if self._degraded and started >= self._degraded_at:
             self._degraded = False
+            self._recovered_at = time.monotonic()
             self.stats.redis_reconnects += 1
             log.warning(
                 "redis at %s is back; the shared tier is in use again", self.config.redis_url
@@ -282,15 +298,16 @@ class ResponseCache:
         """Run one Redis command with the hard timeout. (ok, result); ok is False on any failure."""
         if not self._redis_available():
             return False, None
+        started = time.monotonic()
         try:
             # The socket timeouts bound each read; wait_for also bounds a connect that hangs in DNS.
             result = await asyncio.wait_for(coro_factory(), self.config.redis_timeout_seconds * 2)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - any failure of the optional tier degrades
-            self._redis_failed(error)
+            await self._redis_failed(error, started)
             return False, None
-        self._redis_ok()
+        self._redis_ok(started)
         return True, result
 
     # -- the cache API -----------------------------------------------------------------------

@@ -249,7 +249,7 @@ def _run_worker(argv: list[str], listeners: Listeners, ready_fd: int) -> None:
         code = cli.main(argv, modules=("devloop.gateway",))
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
-    except BaseException:  # noqa: BLE001 - a broken edit: report it, keep the old worker
+    except BaseException:  # a broken edit: report it, keep the old worker
         log.exception("reload: the new code failed to start")
     finally:
         sys.stdout.flush()
