@@ -231,6 +231,7 @@ class ToyUpstream:
 
     "status:N"   answers N with a JSON error body      "html:N"   answers N with an HTML page
     "sleep:S"    waits S seconds, then answers 200     "hang"     never answers (until shutdown)
+    "stream:N:S" (with "stream": true) N chunks, S seconds apart
     anything else: 200 with a completion that names the prompt and the arrival number.
     `arrivals` counts requests per prompt; streaming requests get three SSE chunks.
     """
@@ -280,11 +281,14 @@ class ToyUpstream:
             if body.get("stream"):
                 response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
                 await response.prepare(request)
-                for token in ("a", "b", "c"):
-                    await response.write(
-                        f"data: {json.dumps({'choices': [{'text': token}]})}\n\n".encode()
-                    )
-                    await asyncio.sleep(0.05)
+                count, gap = 3, 0.05
+                if prompt.startswith("stream:"):
+                    count, gap = int(prompt.split(":")[1]), float(prompt.split(":")[2])
+                for index in range(count):
+                    chunk = {"choices": [{"text": "abc"[index % 3], "finish_reason":
+                                          "length" if index == count - 1 else None}]}
+                    await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    await asyncio.sleep(gap)
                 await response.write(b"data: [DONE]\n\n")
                 return response
             return web.json_response(

@@ -82,7 +82,8 @@ async def _on_response_prepare(request: web.Request, response: web.StreamRespons
     if "request_id" in request:
         response.headers[REQUEST_ID_HEADER] = request["request_id"]
     if request.app[STATE].closing_connections:
-        response.force_close()
+        response.force_close()  # the server closes the connection after this response
+        response.headers["Connection"] = "close"  # and says so (headers are computed already)
 
 
 def _application(state: GatewayState, client_max_size: int) -> web.Application:

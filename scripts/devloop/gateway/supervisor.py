@@ -158,6 +158,10 @@ class Supervisor:
             if self.stopping.is_set():
                 break
             self._step(changed)
+        # The worker keeps its own copies of the sockets for its drain window; once it closes
+        # them, the port must refuse connections, not queue them for a supervisor that will
+        # never hand them to anyone.
+        self.listeners.close()
         return self._wait_for_children()
 
     def _changes(self) -> Iterator[set[tuple[Any, str]]]:
