@@ -189,6 +189,22 @@ class LRUCache:
         self.bytes = 0
 
 
+def check_redis_url(url: str, flag: str) -> None:
+    """Raise a UsageError naming `flag` when `url` is not one redis-py can use (it is parsed
+    exactly as the client will parse it; nothing is connected)."""
+    from redis.asyncio import ConnectionPool
+
+    from devloop.errors import UsageError
+
+    try:
+        ConnectionPool.from_url(url)
+    except (ValueError, TypeError) as error:
+        raise UsageError(
+            f"Redis URL {url!r} is not usable: {error} ({flag}, e.g. redis://localhost:6379/0; "
+            "'' for none)"
+        ) from None
+
+
 def make_redis_client(url: str, timeout_seconds: float) -> Any:
     """A redis.asyncio client whose every call fails within `timeout_seconds` and never retries:
     redis-py's default of three retries would triple the time a dead Redis adds to a request."""

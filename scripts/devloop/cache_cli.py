@@ -24,7 +24,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from devloop.cache import REDIS_KEY_PREFIX, cache_key, flush_redis, make_redis_client
+from devloop.cache import (
+    REDIS_KEY_PREFIX,
+    cache_key,
+    check_redis_url,
+    flush_redis,
+    make_redis_client,
+)
 from devloop.errors import DevloopError, UsageError
 
 
@@ -93,6 +99,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 def _redis_call(url: str, action: Any) -> Any:
     """Run `action(client)` against Redis; a connection failure is a DevloopError saying so."""
     import redis.exceptions
+
+    check_redis_url(url, "--redis-url or REDIS_URL")
 
     async def go() -> Any:
         client = make_redis_client(url, timeout_seconds=2.0)

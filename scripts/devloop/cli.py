@@ -41,7 +41,8 @@ def build_parser(modules: Sequence[str] = SUBCOMMAND_MODULES) -> argparse.Argume
         description="Develop a CPU vLLM service on local Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # dest is not "command": a subcommand may have a --command flag of its own (bench-reload).
+    subparsers = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     for module_name in modules:
         importlib.import_module(module_name).add_subcommand(subparsers)
     return parser
@@ -58,7 +59,7 @@ def main(
     try:
         return int(args.handler(args) or 0)
     except DevloopError as error:
-        print(f"devloop {args.command}: error: {error}", file=sys.stderr)
+        print(f"devloop {args.subcommand}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         return 130
@@ -66,7 +67,7 @@ def main(
         if os.environ.get(DEBUG_ENV):
             raise
         print(
-            f"devloop {args.command}: unexpected error: {type(error).__name__}: {error}\n"
+            f"devloop {args.subcommand}: unexpected error: {type(error).__name__}: {error}\n"
             f"  this is a bug in devloop; run again with {DEBUG_ENV}=1 for the traceback",
             file=sys.stderr,
         )

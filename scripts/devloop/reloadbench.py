@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from devloop.benchstats import percentile
-from devloop.errors import DevloopError
+from devloop.errors import DevloopError, UsageError
 from devloop.ports import free_port as _free_port
 from devloop.serve import stop_server
 
@@ -180,7 +180,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.runs < 1:
-        raise DevloopError("--runs must be at least 1")
+        raise UsageError(f"--runs is {args.runs}; it must be at least 1")
     report = measure(args.command, args.runs, args.settle, args.start_timeout, args.reload_timeout)
     json.dump(asdict(report), sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from devloop.cache import CacheConfig, CachePolicy
+from devloop.cache import CacheConfig, CachePolicy, check_redis_url
 from devloop.errors import UsageError
 
 
@@ -120,7 +120,7 @@ def validate(config: GatewayConfig) -> None:
     gateway would only fail on later (at bind, at the first request, in a Redis call)."""
     _check_upstream_url(config.upstream_url)
     if config.redis_url:
-        _check_redis_url(config.redis_url)
+        check_redis_url(config.redis_url, "--redis-url or REDIS_URL")
     _check_port("--port (GATEWAY_PORT)", config.port, allow_zero=False)
     _check_port("--admin-port (GATEWAY_ADMIN_PORT)", config.admin_port, allow_zero=True)
     for flag, value, minimum in (
@@ -154,19 +154,6 @@ def _check_upstream_url(url: str) -> None:
             f"upstream URL {url!r} is not an http:// or https:// URL with a host "
             "(--upstream-url or UPSTREAM_URL, e.g. http://localhost:8000)"
         )
-
-
-def _check_redis_url(url: str) -> None:
-    from redis.asyncio import ConnectionPool
-
-    try:
-        # Parses exactly as the cache's client will, without connecting.
-        ConnectionPool.from_url(url)
-    except (ValueError, TypeError) as error:
-        raise UsageError(
-            f"Redis URL {url!r} is not usable: {error} (--redis-url or REDIS_URL, e.g. "
-            "redis://localhost:6379/0; '' runs without Redis)"
-        ) from None
 
 
 def _check_port(flag: str, port: int, allow_zero: bool) -> None:
