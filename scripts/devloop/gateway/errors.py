@@ -15,6 +15,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 log = logging.getLogger("devloop.gateway")
 _ERROR_TEXT_LIMIT = 500  # characters of a foreign error page kept in the message
@@ -90,6 +91,9 @@ async def openai_errors(request: web.Request, handler: Any) -> web.StreamRespons
             raise
         headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
         return error_response(error.status, error.reason, headers=headers)
+    except RequestPayloadError as error:
+        # The body broke off or its chunked framing was wrong: the client's fault.
+        return error_response(400, f"the request body could not be read: {error}")
     except (asyncio.CancelledError, ConnectionResetError):
         raise  # the client went away: there is nobody to answer
     except Exception:

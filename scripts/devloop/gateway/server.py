@@ -75,6 +75,9 @@ async def _start(state: GatewayState, listeners: Listeners) -> list[web.AppRunne
             app,
             access_log=None,  # request_context writes the access log
             handle_signals=False,  # Lifecycle does
+            # A proxy relays the body as the client encoded it, with its Content-Encoding: the
+            # engine decides what it accepts, and a body that is not valid gzip is no error here.
+            auto_decompress=False,
             shutdown_timeout=state.config.shutdown_timeout_seconds,
         )
         await runner.setup()
