@@ -316,8 +316,11 @@ class ResponseCache:
             return False, None
         started = time.monotonic()
         try:
-            # The socket timeouts bound each read; wait_for also bounds a connect that hangs in DNS.
-            result = await asyncio.wait_for(coro_factory(), self.config.redis_timeout_seconds * 2)
+            # The socket timeouts bound each read; this also bounds a connect that hangs in DNS.
+            # (asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the call in a task,
+            # one more turn of the event loop on every lookup.)
+            async with asyncio.timeout(self.config.redis_timeout_seconds * 2):
+                result = await coro_factory()
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - any failure of the optional tier degrades
@@ -345,20 +348,29 @@ class ResponseCache:
 
     async def _redis_get(self, key: str) -> bytes | None:
         """GET through a batcher: lookups that arrive while a Redis round trip is in flight are
-        sent together as one MGET when it returns. One request alone pays one round trip, as with
-        GET; under load, many requests share one, which is where the Redis tier's throughput comes
-        from (redis-py's per-command cost dominates a loopback GET). A lookup waits at most for the
-        batch in flight plus its own, each bounded by the Redis timeout."""
+        sent together as one MGET when it returns. A lookup that finds no round trip in flight
+        makes its own GET right here (no task, no extra turn of the event loop: this is every
+        miss's added latency); under load, many requests share one MGET, which is where the
+        Redis tier's throughput comes from (redis-py's per-command cost dominates a loopback
+        GET). A lookup waits at most for the round trip in flight plus its own, each bounded by
+        the Redis timeout."""
         if not self._redis_available():
             return None
-        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        self._pending_gets.setdefault(key, []).append(future)
-        if not self._batching:
-            self._batching = True
-            task = asyncio.get_running_loop().create_task(self._run_get_batches())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        return await future
+        if self._batching:
+            future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+            self._pending_gets.setdefault(key, []).append(future)
+            return await future
+        self._batching = True
+        try:
+            ok, value = await self._redis_call(lambda: self._redis.get(REDIS_KEY_PREFIX + key))
+        finally:
+            self._batching = False
+            if self._pending_gets:  # lookups that queued behind this one: one MGET for all
+                self._batching = True
+                task = asyncio.get_running_loop().create_task(self._run_get_batches())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        return value if ok else None
 
     async def _run_get_batches(self) -> None:
         try:

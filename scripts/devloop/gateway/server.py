@@ -20,7 +20,7 @@ import signal
 
 from aiohttp import web
 
-from devloop.gateway.app import build_admin_app, build_api_app
+from devloop.gateway.app import AccessLogger, access_log, build_admin_app, build_api_app
 from devloop.gateway.config import GatewayConfig
 from devloop.gateway.sockets import Listeners, signal_ready
 from devloop.gateway.state import GatewayState, close_state, open_state
@@ -73,7 +73,8 @@ async def _start(state: GatewayState, listeners: Listeners) -> list[web.AppRunne
     for app, sock in pairs:
         runner = web.AppRunner(
             app,
-            access_log=None,  # request_context writes the access log
+            access_log_class=AccessLogger,
+            access_log=access_log,
             handle_signals=False,  # Lifecycle does
             # A proxy relays the body as the client encoded it, with its Content-Encoding: the
             # engine decides what it accepts, and a body that is not valid gzip is no error here.
