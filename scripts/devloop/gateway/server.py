@@ -28,6 +28,9 @@ from devloop.gateway.state import GatewayState, close_state, open_state
 log = logging.getLogger("devloop.gateway")
 
 RETIRE_SIGNAL = signal.SIGUSR1
+# After the sockets stop accepting: how long open keep-alive connections may still bring a
+# request (answered, then closed) before idle ones are closed.
+LINGER_SECONDS = 1.0
 
 
 class Lifecycle:
@@ -106,6 +109,7 @@ async def _serve(config: GatewayConfig, listeners: Listeners) -> int:
             "stopping: no new connections; up to %gs for the requests in flight",
             config.shutdown_timeout_seconds,
         )
+        await _stop_accepting(runners)
         await asyncio.gather(*(runner.cleanup() for runner in runners))
     finally:
         await close_state(state)
@@ -125,6 +129,21 @@ async def _drain(state: GatewayState, lifecycle: Lifecycle) -> None:
         await asyncio.wait_for(lifecycle.hurry.wait(), seconds)
     except TimeoutError:
         pass
+
+
+async def _stop_accepting(runners: list[web.AppRunner]) -> None:
+    """Close the listening sockets, then give open keep-alive connections LINGER_SECONDS to
+    bring their next request: it is answered with `Connection: close`, and the client opens
+    its next connection to whoever accepts now. Closing an idle connection at once instead
+    races a client that is sending on it at that moment, and its request fails."""
+    for runner in runners:
+        for site in list(runner.sites):
+            await site.stop()
+    deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
+    while asyncio.get_running_loop().time() < deadline:
+        if not any(runner.server and runner.server.connections for runner in runners):
+            return
+        await asyncio.sleep(0.05)
 
 
 def _address(sock: object) -> str:
