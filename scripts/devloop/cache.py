@@ -1,4 +1,4 @@
-"""The response cache: a key that identifies a request exactly, and a two-tier store.
+"""The response cache: a two-tier store for answers, keyed by devloop.cachekey.
 
 Tier 1 is an in-process least-recently-used map bounded by entries and bytes. Tier 2 is Redis,
 shared by every gateway replica, with a TTL. A Redis hit fills tier 1.
@@ -7,93 +7,22 @@ Redis is an accelerator, never a dependency: when it is down, slow or restarting
 is bounded by a timeout, the failure is logged once and counted, the cache answers from tier 1
 alone for a back-off period, and then tries Redis again by itself. Nothing here raises into the
 request path.
-
-Only answers that are reproducible are cached by default: `temperature` 0, or an explicit `seed`
-(vLLM then samples the same tokens again). `CachePolicy.ALL` widens that to every request (a
-sampled answer is then replayed, which is what some test setups want); `NONE` turns caching off.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
-import hashlib
-import json
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from devloop.cachekey import KEY_VERSION
+from devloop.lru import LRUCache
+
 log = logging.getLogger("devloop.cache")
 
-# Bump when the key's canonical form or the stored value's format changes: old entries then
-# simply stop matching instead of being misread.
-KEY_VERSION = "v1"
 REDIS_KEY_PREFIX = f"devloop:cache:{KEY_VERSION}:"
-
-
-class CachePolicy(str, enum.Enum):
-    """Which requests are cached. DETERMINISTIC is the default and the only one that is never
-    observably different from calling the engine."""
-
-    DETERMINISTIC = "deterministic"  # temperature 0 or an explicit seed
-    ALL = "all"  # every non-streaming request, sampled ones included
-    NONE = "none"  # caching off; the gateway is a plain proxy
-
-
-def _canonical(value: Any) -> Any:
-    """JSON values in a form where equal requests are equal: floats with an integral value become
-    ints (a client sending `0` and one sending `0.0` ask for the same thing; vLLM's validation
-    treats them alike), everything else is kept exactly. Key order is handled by sort_keys."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _canonical(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_canonical(item) for item in value]
-    return value
-
-
-def cache_key(endpoint: str, request: dict[str, Any], authorization: str = "") -> str:
-    """The hex SHA-256 of the canonical whole request.
-
-    Every field of the body is part of the key (model, prompt or messages, every sampling
-    parameter, tools, response_format, and anything a future vLLM adds): leaving a field out is how
-    two different requests end up sharing an answer. The endpoint is part of it (a completion and
-    a chat completion are different answers), and so is the Authorization header, so that a cached
-    answer is never handed to a caller the engine would have refused.
-    """
-    canonical = json.dumps(
-        {"endpoint": endpoint, "authorization": authorization, "request": _canonical(request)},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=True,
-    )
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def is_cacheable(request: dict[str, Any], policy: CachePolicy = CachePolicy.DETERMINISTIC) -> bool:
-    """Whether the answer to this request may be stored and replayed under `policy`.
-
-    Streaming requests are never cached (they pass through token by token). Under DETERMINISTIC a
-    request is cached when its temperature is explicitly 0 or it carries an integer seed; a missing
-    temperature means the model's default (often 0.6-1.0), so it is sampled and not cached.
-    """
-    if policy is CachePolicy.NONE or request.get("stream"):
-        return False
-    if policy is CachePolicy.ALL:
-        return True
-    temperature = request.get("temperature")
-    seed = request.get("seed")
-    greedy = (
-        isinstance(temperature, (int, float))
-        and not isinstance(temperature, bool)
-        and temperature == 0
-    )
-    seeded = isinstance(seed, int) and not isinstance(seed, bool)
-    return greedy or seeded
 
 
 @dataclass
@@ -127,66 +56,6 @@ class CacheStats:
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
-
-
-class LRUCache:
-    """A true least-recently-used map of bytes, bounded by entry count and total value bytes.
-
-    A read moves the entry to the most-recent end; inserting evicts from the least-recent end
-    until both bounds hold. A value larger than max_bytes is not stored at all.
-    """
-
-    def __init__(self, max_entries: int, max_bytes: int) -> None:
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._data: OrderedDict[str, bytes] = OrderedDict()
-        self.bytes = 0
-        self.evictions = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._data
-
-    def keys(self) -> list[str]:
-        """Keys from least to most recently used."""
-        return list(self._data)
-
-    def peek(self, key: str) -> bytes | None:
-        """The value without counting as a use."""
-        return self._data.get(key)
-
-    def get(self, key: str) -> bytes | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def set(self, key: str, value: bytes) -> bool:
-        """Store `value`; False when it cannot fit at all."""
-        if self.max_entries <= 0 or len(value) > self.max_bytes:
-            self.delete(key)
-            return False
-        old = self._data.pop(key, None)
-        if old is not None:
-            self.bytes -= len(old)
-        self._data[key] = value
-        self.bytes += len(value)
-        while len(self._data) > self.max_entries or self.bytes > self.max_bytes:
-            _, evicted = self._data.popitem(last=False)
-            self.bytes -= len(evicted)
-            self.evictions += 1
-        return True
-
-    def delete(self, key: str) -> None:
-        old = self._data.pop(key, None)
-        if old is not None:
-            self.bytes -= len(old)
-
-    def clear(self) -> None:
-        self._data.clear()
-        self.bytes = 0
 
 
 def check_redis_url(url: str, flag: str) -> None:

@@ -24,13 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from devloop.cache import (
-    REDIS_KEY_PREFIX,
-    cache_key,
-    check_redis_url,
-    flush_redis,
-    make_redis_client,
-)
+from devloop.cache import REDIS_KEY_PREFIX, check_redis_url, flush_redis, make_redis_client
+from devloop.cachekey import cache_key
 from devloop.errors import DevloopError, UsageError
 
 

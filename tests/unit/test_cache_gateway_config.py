@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from devloop.cache import CachePolicy
+from devloop.cachekey import CachePolicy
 from devloop.cli import build_parser
 from devloop.errors import UsageError
 from devloop.gateway import config_from_args, config_from_env

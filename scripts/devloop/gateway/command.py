@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from devloop import logs
-from devloop.cache import CachePolicy
+from devloop.cachekey import CachePolicy
 from devloop.gateway import sockets
 from devloop.gateway.config import config_from_args
 

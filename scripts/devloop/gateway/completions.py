@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devloop.cache import cache_key, is_cacheable
+from devloop.cachekey import cache_key, is_cacheable
 from devloop.gateway.errors import error_response
 from devloop.gateway.proxy import UpstreamAnswer, answer_response
 from devloop.gateway.state import STATE, GatewayState

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from devloop.cache import CacheConfig, CachePolicy, check_redis_url
+from devloop.cache import CacheConfig, check_redis_url
+from devloop.cachekey import CachePolicy
 from devloop.errors import UsageError
 
 
