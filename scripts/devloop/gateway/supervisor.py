@@ -10,12 +10,13 @@ requests (SIGUSR1). The port never closes, so nothing is refused; at worst a con
 the accept queue for a few milliseconds. A change that breaks the import leaves the old worker
 serving, and the next change tries again.
 
-Why fork from a supervisor that has already imported aiohttp, redis and prometheus_client: a
-worker then only imports the project's own modules, which is most of the difference between
-~0.1 s and ~0.5 s to new code in a CPU-limited pod. Why not watchfiles.run_process (what
-`--reload` used before): it stops the old process before starting the new one, closing the port
-for the whole restart. Why not gunicorn's reload: its worker restarts on change only after the
-old worker exits, and its SIGTERM closes the listeners at once, not after a drain window.
+Why fork from a supervisor that has already imported aiohttp, redis and prometheus_client: those
+imports took about 0.3, 0.25 and 0.1 s on the development VM under load (`python -X importtime`),
+more than the whole 0.3 s budget; a forked worker imports only the project's gateway modules
+(`devloop bench-reload` measures the result). Why not watchfiles.run_process (what `--reload`
+used before): it stops the old process before starting the new one, closing the port for the
+whole restart. Why not gunicorn's reload: its worker exits on a change and the arbiter starts
+the next one only then, and its SIGTERM closes the listeners at once, not after a drain window.
 
 Signals: SIGTERM and SIGINT are forwarded to the serving worker (which drains as in
 devloop.gateway.server) and the supervisor exits with that worker's code once every worker has
