@@ -1,4 +1,4 @@
-"""The response cache: a key that identifies a request exactly, and a two-tier store.
+"""The response cache: a two-tier store for answers, keyed by devloop.cachekey.
 
 Tier 1 is an in-process least-recently-used map bounded by entries and bytes. Tier 2 is Redis,
 shared by every gateway replica, with a TTL. A Redis hit fills tier 1.
@@ -7,93 +7,22 @@ Redis is an accelerator, never a dependency: when it is down, slow or restarting
 is bounded by a timeout, the failure is logged once and counted, the cache answers from tier 1
 alone for a back-off period, and then tries Redis again by itself. Nothing here raises into the
 request path.
-
-Only answers that are reproducible are cached by default: `temperature` 0, or an explicit `seed`
-(vLLM then samples the same tokens again). `CachePolicy.ALL` widens that to every request (a
-sampled answer is then replayed, which is what some test setups want); `NONE` turns caching off.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
-import hashlib
-import json
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from devloop.cachekey import KEY_VERSION
+from devloop.lru import LRUCache
+
 log = logging.getLogger("devloop.cache")
 
-# Bump when the key's canonical form or the stored value's format changes: old entries then
-# simply stop matching instead of being misread.
-KEY_VERSION = "v1"
 REDIS_KEY_PREFIX = f"devloop:cache:{KEY_VERSION}:"
-
-
-class CachePolicy(str, enum.Enum):
-    """Which requests are cached. DETERMINISTIC is the default and the only one that is never
-    observably different from calling the engine."""
-
-    DETERMINISTIC = "deterministic"  # temperature 0 or an explicit seed
-    ALL = "all"  # every non-streaming request, sampled ones included
-    NONE = "none"  # caching off; the gateway is a plain proxy
-
-
-def _canonical(value: Any) -> Any:
-    """JSON values in a form where equal requests are equal: floats with an integral value become
-    ints (a client sending `0` and one sending `0.0` ask for the same thing; vLLM's validation
-    treats them alike), everything else is kept exactly. Key order is handled by sort_keys."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _canonical(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_canonical(item) for item in value]
-    return value
-
-
-def cache_key(endpoint: str, request: dict[str, Any], authorization: str = "") -> str:
-    """The hex SHA-256 of the canonical whole request.
-
-    Every field of the body is part of the key (model, prompt or messages, every sampling
-    parameter, tools, response_format, and anything a future vLLM adds): leaving a field out is how
-    two different requests end up sharing an answer. The endpoint is part of it (a completion and
-    a chat completion are different answers), and so is the Authorization header, so that a cached
-    answer is never handed to a caller the engine would have refused.
-    """
-    canonical = json.dumps(
-        {"endpoint": endpoint, "authorization": authorization, "request": _canonical(request)},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=True,
-    )
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def is_cacheable(request: dict[str, Any], policy: CachePolicy = CachePolicy.DETERMINISTIC) -> bool:
-    """Whether the answer to this request may be stored and replayed under `policy`.
-
-    Streaming requests are never cached (they pass through token by token). Under DETERMINISTIC a
-    request is cached when its temperature is explicitly 0 or it carries an integer seed; a missing
-    temperature means the model's default (often 0.6-1.0), so it is sampled and not cached.
-    """
-    if policy is CachePolicy.NONE or request.get("stream"):
-        return False
-    if policy is CachePolicy.ALL:
-        return True
-    temperature = request.get("temperature")
-    seed = request.get("seed")
-    greedy = (
-        isinstance(temperature, (int, float))
-        and not isinstance(temperature, bool)
-        and temperature == 0
-    )
-    seeded = isinstance(seed, int) and not isinstance(seed, bool)
-    return greedy or seeded
 
 
 @dataclass
@@ -129,64 +58,20 @@ class CacheStats:
         return dict(self.__dict__)
 
 
-class LRUCache:
-    """A true least-recently-used map of bytes, bounded by entry count and total value bytes.
+def check_redis_url(url: str, flag: str) -> None:
+    """Raise a UsageError naming `flag` when `url` is not one redis-py can use (it is parsed
+    exactly as the client will parse it; nothing is connected)."""
+    from redis.asyncio import ConnectionPool
 
-    A read moves the entry to the most-recent end; inserting evicts from the least-recent end
-    until both bounds hold. A value larger than max_bytes is not stored at all.
-    """
+    from devloop.errors import UsageError
 
-    def __init__(self, max_entries: int, max_bytes: int) -> None:
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._data: OrderedDict[str, bytes] = OrderedDict()
-        self.bytes = 0
-        self.evictions = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._data
-
-    def keys(self) -> list[str]:
-        """Keys from least to most recently used."""
-        return list(self._data)
-
-    def peek(self, key: str) -> bytes | None:
-        """The value without counting as a use."""
-        return self._data.get(key)
-
-    def get(self, key: str) -> bytes | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def set(self, key: str, value: bytes) -> bool:
-        """Store `value`; False when it cannot fit at all."""
-        if self.max_entries <= 0 or len(value) > self.max_bytes:
-            self.delete(key)
-            return False
-        old = self._data.pop(key, None)
-        if old is not None:
-            self.bytes -= len(old)
-        self._data[key] = value
-        self.bytes += len(value)
-        while len(self._data) > self.max_entries or self.bytes > self.max_bytes:
-            _, evicted = self._data.popitem(last=False)
-            self.bytes -= len(evicted)
-            self.evictions += 1
-        return True
-
-    def delete(self, key: str) -> None:
-        old = self._data.pop(key, None)
-        if old is not None:
-            self.bytes -= len(old)
-
-    def clear(self) -> None:
-        self._data.clear()
-        self.bytes = 0
+    try:
+        ConnectionPool.from_url(url)
+    except (ValueError, TypeError) as error:
+        raise UsageError(
+            f"Redis URL {url!r} is not usable: {error} ({flag}, e.g. redis://localhost:6379/0; "
+            "'' for none)"
+        ) from None
 
 
 def make_redis_client(url: str, timeout_seconds: float) -> Any:
@@ -222,6 +107,8 @@ class ResponseCache:
             )
         self._degraded_until = 0.0  # monotonic time before which Redis is skipped
         self._degraded = False
+        self._degraded_at = 0.0  # monotonic time of the last failure that degraded the tier
+        self._recovered_at = 0.0  # ... and of the last recovery
         self._background: set[asyncio.Task[None]] = set()
         self._pending_gets: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self._batching = False
@@ -257,22 +144,36 @@ class ResponseCache:
     def _redis_available(self) -> bool:
         return self._redis is not None and time.monotonic() >= self._degraded_until
 
-    def _redis_failed(self, error: BaseException) -> None:
+    async def _redis_failed(self, error: BaseException, started: float) -> None:
         self.stats.redis_errors += 1
         self._degraded_until = time.monotonic() + self.config.redis_retry_seconds
-        if not self._degraded:
-            self._degraded = True
-            log.warning(
-                "redis at %s failed (%s: %s); serving from the local tier and retrying every %.1fs",
-                self.config.redis_url,
-                type(error).__name__,
-                error,
-                self.config.redis_retry_seconds,
-            )
+        if self._degraded or started < self._recovered_at:
+            # Already degraded, or a call that began before the last recovery failing late
+            # (on a connection of the old server): not news.
+            return
+        self._degraded = True
+        self._degraded_at = time.monotonic()
+        log.warning(
+            "redis at %s failed (%s: %s); serving from the local tier and retrying every %.1fs",
+            self.config.redis_url,
+            type(error).__name__,
+            error,
+            self.config.redis_retry_seconds,
+        )
+        # Every pooled connection belongs to the server that just failed: drop them all now, or
+        # the first calls after a restart pick them up, fail ("Connection closed by server")
+        # and the log flaps (back, failed, back) on one recovery.
+        try:
+            await self._redis.connection_pool.disconnect()
+        except Exception as close_error:  # noqa: BLE001 - closing dead sockets may fail too
+            log.debug("dropping redis connections: %s", close_error)
 
-    def _redis_ok(self) -> None:
-        if self._degraded:
+    def _redis_ok(self, started: float) -> None:
+        # Only a call that began after the failure proves recovery: one that was already under
+        # way (a slow reply from before a freeze) says nothing about the server now.
+        if self._degraded and started >= self._degraded_at:
             self._degraded = False
+            self._recovered_at = time.monotonic()
             self.stats.redis_reconnects += 1
             log.warning(
                 "redis at %s is back; the shared tier is in use again", self.config.redis_url
@@ -282,15 +183,19 @@ class ResponseCache:
         """Run one Redis command with the hard timeout. (ok, result); ok is False on any failure."""
         if not self._redis_available():
             return False, None
+        started = time.monotonic()
         try:
-            # The socket timeouts bound each read; wait_for also bounds a connect that hangs in DNS.
-            result = await asyncio.wait_for(coro_factory(), self.config.redis_timeout_seconds * 2)
+            # The socket timeouts bound each read; this also bounds a connect that hangs in DNS.
+            # (asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the call in a task,
+            # one more turn of the event loop on every lookup.)
+            async with asyncio.timeout(self.config.redis_timeout_seconds * 2):
+                result = await coro_factory()
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - any failure of the optional tier degrades
-            self._redis_failed(error)
+            await self._redis_failed(error, started)
             return False, None
-        self._redis_ok()
+        self._redis_ok(started)
         return True, result
 
     # -- the cache API -----------------------------------------------------------------------
@@ -312,20 +217,29 @@ class ResponseCache:
 
     async def _redis_get(self, key: str) -> bytes | None:
         """GET through a batcher: lookups that arrive while a Redis round trip is in flight are
-        sent together as one MGET when it returns. One request alone pays one round trip, as with
-        GET; under load, many requests share one, which is where the Redis tier's throughput comes
-        from (redis-py's per-command cost dominates a loopback GET). A lookup waits at most for the
-        batch in flight plus its own, each bounded by the Redis timeout."""
+        sent together as one MGET when it returns. A lookup that finds no round trip in flight
+        makes its own GET right here (no task, no extra turn of the event loop: this is every
+        miss's added latency); under load, many requests share one MGET, which is where the
+        Redis tier's throughput comes from (redis-py's per-command cost dominates a loopback
+        GET). A lookup waits at most for the round trip in flight plus its own, each bounded by
+        the Redis timeout."""
         if not self._redis_available():
             return None
-        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        self._pending_gets.setdefault(key, []).append(future)
-        if not self._batching:
-            self._batching = True
-            task = asyncio.get_running_loop().create_task(self._run_get_batches())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        return await future
+        if self._batching:
+            future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+            self._pending_gets.setdefault(key, []).append(future)
+            return await future
+        self._batching = True
+        try:
+            ok, value = await self._redis_call(lambda: self._redis.get(REDIS_KEY_PREFIX + key))
+        finally:
+            self._batching = False
+            if self._pending_gets:  # lookups that queued behind this one: one MGET for all
+                self._batching = True
+                task = asyncio.get_running_loop().create_task(self._run_get_batches())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        return value if ok else None
 
     async def _run_get_batches(self) -> None:
         try:

@@ -1,13 +1,17 @@
 """`devloop cache`: look into and empty the response cache.
 
-    devloop cache stats [--redis-url URL] [--gateway-url URL]   counters, sizes, Redis memory
-    devloop cache flush [--redis-url URL] [--gateway-url URL]   drop every cached answer
+    devloop cache stats [--redis-url URL] [--admin-url URL]     counters, sizes, Redis memory
+    devloop cache flush [--redis-url URL] [--admin-url URL]     drop every cached answer
     devloop cache get --request FILE [--endpoint PATH]          the stored answer for a request
     devloop cache get --key HEX                                 ... or for a key
     devloop cache bench --upstream-url URL                      hit/miss latency and throughput
 
-The local tier lives inside each gateway process, so it is reached through the gateway
-(`--gateway-url`, its /cache/stats and /cache/flush); the shared tier is read from Redis directly.
+The local tier lives inside each gateway process, so it is reached through the gateway's admin
+port (`--admin-url`, its /cache/stats and /cache/flush); the shared tier is read from Redis
+directly. The admin port listens on the pod's loopback only (no Service or Ingress reaches it):
+
+    kubectl -n vllm-dev port-forward deploy/llm-gateway 8081:8081
+    devloop cache stats --admin-url http://localhost:8081
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from devloop.cache import REDIS_KEY_PREFIX, cache_key, flush_redis, make_redis_client
+from devloop.cache import REDIS_KEY_PREFIX, check_redis_url, flush_redis, make_redis_client
+from devloop.cachekey import cache_key
 from devloop.errors import DevloopError, UsageError
 
 
@@ -40,8 +45,10 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
             help="the Redis tier (REDIS_URL; default redis://localhost:6379/0); '' to skip",
         )
         sub.add_argument(
-            "--gateway-url",
-            help="a running gateway, for its local tier (e.g. http://localhost:8080)",
+            "--admin-url",
+            default=os.environ.get("GATEWAY_ADMIN_URL"),
+            help="a running gateway's admin port, for its local tier (GATEWAY_ADMIN_URL; e.g. "
+            "http://localhost:8081 after `kubectl port-forward deploy/llm-gateway 8081:8081`)",
         )
 
     stats = actions.add_parser("stats", help="print counters and sizes as JSON")
@@ -88,6 +95,8 @@ def _redis_call(url: str, action: Any) -> Any:
     """Run `action(client)` against Redis; a connection failure is a DevloopError saying so."""
     import redis.exceptions
 
+    check_redis_url(url, "--redis-url or REDIS_URL")
+
     async def go() -> Any:
         client = make_redis_client(url, timeout_seconds=2.0)
         try:
@@ -108,12 +117,21 @@ def _gateway_call(url: str, method: str, path: str) -> Any:
 
     try:
         response = requests.request(method, url.rstrip("/") + path, timeout=5)
-        response.raise_for_status()
-        return response.json()
     except requests.RequestException as error:
         raise DevloopError(
-            f"cannot reach the gateway at {url}: {error}; is it running? (--gateway-url)"
+            f"cannot reach the gateway's admin port at {url}: {error}; is it running, and "
+            "port-forwarded? (`kubectl port-forward deploy/llm-gateway 8081:8081`, --admin-url)"
         ) from None
+    if response.status_code == 404:
+        raise DevloopError(
+            f"{url} has no {path}: is it the gateway's API port? The cache's admin endpoints "
+            "are on its admin port (GATEWAY_ADMIN_PORT, default 8081; --admin-url)"
+        )
+    try:
+        response.raise_for_status()
+        return response.json()
+    except (requests.RequestException, ValueError) as error:
+        raise DevloopError(f"the gateway at {url} answered {path} badly: {error}") from None
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -137,23 +155,23 @@ def run_stats(args: argparse.Namespace) -> int:
             }
 
         result["redis"] = _redis_call(args.redis_url, redis_stats)
-    if args.gateway_url:
-        result["gateway"] = _gateway_call(args.gateway_url, "GET", "/cache/stats")
+    if args.admin_url:
+        result["gateway"] = _gateway_call(args.admin_url, "GET", "/cache/stats")
     if not result:
-        raise UsageError("nothing to ask: give --redis-url or --gateway-url")
+        raise UsageError("nothing to ask: give --redis-url or --admin-url")
     print(json.dumps(result, indent=2))
     return 0
 
 
 def run_flush(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {}
-    if args.gateway_url:
+    if args.admin_url:
         # The gateway flushes its local tier and, through its own client, Redis.
-        result["gateway"] = _gateway_call(args.gateway_url, "POST", "/cache/flush")
+        result["gateway"] = _gateway_call(args.admin_url, "POST", "/cache/flush")
     if args.redis_url:
         result["redis_keys_deleted"] = _redis_call(args.redis_url, flush_redis)
     if not result:
-        raise UsageError("nothing to flush: give --redis-url or --gateway-url")
+        raise UsageError("nothing to flush: give --redis-url or --admin-url")
     print(json.dumps(result, indent=2))
     return 0
 

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devloop import cacheload
 from devloop.errors import DevloopError, UsageError
-from devloop.benchstats import percentile
 from devloop.ports import free_port as _free_port
 from devloop.ports import wait_until_listening
 
@@ -76,15 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(percentile(samples, 50) * 1000, 3),
-        "p99_ms": round(percentile(samples, 99) * 1000, 3),
-        "mean_ms": round(statistics.fmean(samples) * 1000, 3),
-        "n": len(samples),
-    }
-
-
 def _random_prompt(rng: random.Random) -> str:
     words = ["alpha", "bravo", "delta", "echo", "kilo", "lima", "oscar", "papa", "tango", "zulu"]
     # A unique number first, so no two prompts share a prefix the engine could reuse.
@@ -121,7 +111,7 @@ async def _miss_overhead(
             await call(upstream)
             await call(gateway)
         # After the warm-up: the first requests import modules lazily and open connections.
-        cpu_before = _cpu_seconds(gateway_pid)
+        cpu_before = cacheload.cpu_seconds(gateway_pid)
         for _ in range(count):
             elapsed, _ = await call(upstream)
             direct.append(elapsed)
@@ -134,191 +124,14 @@ async def _miss_overhead(
             timing = headers.get("Server-Timing", "")
             upstream_ms = float(timing.split("dur=")[1]) if "dur=" in timing else 0.0
             added.append(elapsed - upstream_ms / 1000)
-    direct_p, via_p = _percentiles(direct), _percentiles(via)
+    direct_p, via_p = cacheload.percentiles(direct), cacheload.percentiles(via)
     return {
         "direct": direct_p,
         "via_gateway": via_p,
         "added_p50_ms_by_difference": round(via_p["p50_ms"] - direct_p["p50_ms"], 3),
         "added_p99_ms_by_difference": round(via_p["p99_ms"] - direct_p["p99_ms"], 3),
-        "added_by_server_timing": _percentiles(added),
-        "gateway_cpu_ms_per_request": _per_request_ms(cpu_before, _cpu_seconds(gateway_pid), count),
-    }
-
-
-async def _hit_load(
-    url: str, body: dict[str, Any], concurrency: int, duration: float
-) -> dict[str, Any]:
-    import aiohttp
-
-    payload = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    latencies: list[float] = []
-    not_hits = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker(deadline: float) -> None:
-            nonlocal not_hits
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                async with session.post(url, data=payload, headers=headers) as response:
-                    await response.read()
-                    if response.headers.get("X-Cache") != "HIT":
-                        not_hits += 1
-                latencies.append(time.perf_counter() - started)
-
-        await asyncio.gather(
-            *(worker(time.perf_counter() + 0.3) for _ in range(concurrency))
-        )  # warm-up
-        latencies.clear()
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(started + duration) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return {
-        **_percentiles(latencies),
-        "rps": round(len(latencies) / elapsed, 1),
-        "not_hits": not_hits,
-    }
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (Linux /proc), or None where there is no /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _per_request_ms(
-    before: float | None, after: float | None, count: int, scale: float = 1000.0
-) -> float | None:
-    if before is None or after is None or count <= 0:
-        return None
-    return round((after - before) / count * scale, 3)
-
-
-def _wrk_unit(text: str) -> float:
-    """wrk's durations ("193.00us", "1.12ms", "2.00s") in milliseconds."""
-    for suffix, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if text.endswith(suffix):
-            return round(float(text[: -len(suffix)]) * factor, 3)
-    raise ValueError(text)
-
-
-def _wrk_load(
-    url: str, body: dict[str, Any], concurrency: int, duration: float, workdir: Path, gateway: str
-) -> dict[str, Any]:
-    """Hits driven by wrk (one C thread, like redis-benchmark): p50/p99 and requests/s. The
-    gateway's own counters prove every request was a hit."""
-    import requests
-
-    script = workdir / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = [==[{json.dumps(body)}]==]\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-    )
-    before = requests.get(gateway + "/cache/stats", timeout=10).json()
-    output = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{concurrency}",
-            f"-d{max(1, round(duration))}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=duration + 60,
-    ).stdout
-    after = requests.get(gateway + "/cache/stats", timeout=10).json()
-    result: dict[str, Any] = {}
-    for line in output.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] in ("50%", "99%"):
-            result[f"p{parts[0][:-1]}_ms"] = _wrk_unit(parts[1])
-        elif line.startswith("Requests/sec:"):
-            result["rps"] = float(parts[1])
-        elif "requests in" in line:
-            result["n"] = int(parts[0])
-        elif line.strip().startswith("Non-2xx"):
-            result["non_2xx"] = int(parts[-1])
-    hits = (after["hits_local"] + after["hits_redis"]) - (
-        before["hits_local"] + before["hits_redis"]
-    )
-    result["not_hits"] = (after["requests"] - before["requests"]) - hits
-    return result
-
-
-async def _library_load(
-    redis_url: str, key: str, concurrency: int, duration: float
-) -> dict[str, Any]:
-    from devloop.cache import CacheConfig, ResponseCache
-
-    cache = ResponseCache(
-        CacheConfig(max_entries=0, redis_url=redis_url, redis_timeout_seconds=1.0)
-    )
-    latencies: list[float] = []
-    misses = 0
-
-    async def worker(deadline: float) -> None:
-        nonlocal misses
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            if await cache.get(key) is None:
-                misses += 1
-            latencies.append(time.perf_counter() - started)
-
-    await asyncio.gather(*(worker(time.perf_counter() + 0.3) for _ in range(concurrency)))
-    latencies.clear()
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(started + duration) for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    await cache.aclose()
-    return {**_percentiles(latencies), "rps": round(len(latencies) / elapsed, 1), "misses": misses}
-
-
-def _redis_benchmark(
-    host: str, port: int, concurrency: int, requests_count: int, size: int
-) -> dict[str, Any]:
-    binary = shutil.which("redis-benchmark")
-    if binary is None:
-        return {"error": "redis-benchmark not installed"}
-    output = subprocess.run(
-        [
-            binary,
-            "-h",
-            host,
-            "-p",
-            str(port),
-            "-t",
-            "get",
-            "-n",
-            str(requests_count),
-            "-c",
-            str(concurrency),
-            "-d",
-            str(size),
-            "--csv",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    ).stdout
-    lines = [line for line in output.splitlines() if line.startswith('"')]
-    header = [cell.strip('"') for cell in lines[0].split(",")]
-    values = [cell.strip('"') for cell in lines[1].split(",")]
-    row = dict(zip(header, values))
-    return {
-        "rps": float(row["rps"]),
-        "p50_ms": float(row.get("p50_latency_ms", "nan")),
-        "p99_ms": float(row.get("p99_latency_ms", "nan")),
+        "added_by_server_timing": cacheload.percentiles(added),
+        "gateway_cpu_ms_per_request": cacheload.per_request_ms(cpu_before, cacheload.cpu_seconds(gateway_pid), count),
     }
 
 
@@ -419,9 +232,10 @@ def run(args: argparse.Namespace) -> int:
 
         parsed = urlparse(redis_url)
         gateways = {}
+        admins = {}
         pids: dict[str, int] = {}
         for name, extra in (("local", []), ("redis", ["--cache-max-entries", "0"])):
-            port = _free_port()
+            port, admin_port = _free_port(), _free_port()
             processes.append(
                 subprocess.Popen(
                     [
@@ -433,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
                         "127.0.0.1",
                         "--port",
                         str(port),
+                        "--admin-port",
+                        str(admin_port),
                         "--upstream-url",
                         upstream,
                         "--redis-url",
@@ -444,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
             gateways[name] = f"http://127.0.0.1:{port}"
+            admins[name] = f"http://127.0.0.1:{admin_port}"
             pids[name] = processes[-1].pid
             wait_until_listening(port, processes[-1], timeout=30)
 
@@ -470,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
         if prefill.status_code != 200:
             raise DevloopError(f"prefill failed: {prefill.status_code} {prefill.text[:200]}")
         time.sleep(0.2)  # the Redis write follows the answer
-        from devloop.cache import cache_key
+        from devloop.cachekey import cache_key
 
         key = cache_key("/v1/completions", body)
         result["answer_bytes"] = len(prefill.content)
@@ -480,23 +297,23 @@ def run(args: argparse.Namespace) -> int:
             level: dict[str, Any] = {"concurrency": concurrency}
             for name in ("local", "redis"):
                 url = gateways[name] + "/v1/completions"
-                cpu_before = _cpu_seconds(pids[name])
+                cpu_before = cacheload.cpu_seconds(pids[name])
                 if client == "wrk":
-                    level[f"{name}_tier"] = _wrk_load(
-                        url, body, concurrency, args.duration, Path(workdir), gateways[name]
+                    level[f"{name}_tier"] = cacheload.wrk_load(
+                        url, body, concurrency, args.duration, Path(workdir), admins[name]
                     )
                 else:
                     level[f"{name}_tier"] = asyncio.run(
-                        _hit_load(url, body, concurrency, args.duration)
+                        cacheload.hit_load(url, body, concurrency, args.duration)
                     )
                 # CPU per hit does not depend on how busy the machine is, unlike latency.
-                level[f"{name}_tier"]["gateway_cpu_us_per_request"] = _per_request_ms(
-                    cpu_before, _cpu_seconds(pids[name]), level[f"{name}_tier"].get("n", 0), 1e6
+                level[f"{name}_tier"]["gateway_cpu_us_per_request"] = cacheload.per_request_ms(
+                    cpu_before, cacheload.cpu_seconds(pids[name]), level[f"{name}_tier"].get("n", 0), 1e6
                 )
             level["library_redis_tier"] = asyncio.run(
-                _library_load(redis_url, key, concurrency, args.duration)
+                cacheload.library_load(redis_url, key, concurrency, args.duration)
             )
-            level["redis_benchmark"] = _redis_benchmark(
+            level["redis_benchmark"] = cacheload.redis_benchmark(
                 parsed.hostname or "127.0.0.1",
                 parsed.port or 6379,
                 concurrency,

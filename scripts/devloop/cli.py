@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from devloop import __version__
-from devloop.errors import DevloopError
+from devloop.errors import DEBUG_ENV, DevloopError
 
 SUBCOMMAND_MODULES = (
     "devloop.render",
@@ -34,27 +35,43 @@ SUBCOMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[str] = SUBCOMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="devloop",
         description="Develop a CPU vLLM service on local Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in SUBCOMMAND_MODULES:
+    # dest is not "command": a subcommand may have a --command flag of its own (bench-reload).
+    subparsers = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    for module_name in modules:
         importlib.import_module(module_name).add_subcommand(subparsers)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None, modules: Sequence[str] = SUBCOMMAND_MODULES
+) -> int:
+    """Run one subcommand; `modules` narrows the parser to some (a reloaded gateway worker
+    imports only its own)."""
+    args = build_parser(modules).parse_args(argv)
+    # The command line as given, for handlers that start copies of themselves (gateway --reload).
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.handler(args) or 0)
     except DevloopError as error:
-        print(f"devloop {args.command}: error: {error}", file=sys.stderr)
+        print(f"devloop {args.subcommand}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # noqa: BLE001 - the last resort: one line, never a traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"devloop {args.subcommand}: unexpected error: {type(error).__name__}: {error}\n"
+            f"  this is a bug in devloop; run again with {DEBUG_ENV}=1 for the traceback",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

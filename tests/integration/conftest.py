@@ -141,14 +141,19 @@ class GatewayProcess:
 
     process: subprocess.Popen
     port: int
+    admin_port: int
     log_path: Path
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
     def stats(self) -> dict:
-        return requests.get(self.url + "/cache/stats", timeout=5).json()
+        return requests.get(self.admin_url + "/cache/stats", timeout=5).json()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -177,7 +182,7 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
         env: dict | None = None,
         cwd: Path | None = None,
     ) -> GatewayProcess:
-        port = free_port()
+        port, admin_port = free_port(), free_port()
         log_path = tmp_path / f"gateway-{port}.log"
         environment = {
             k: v
@@ -195,6 +200,8 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                "--admin-port",
+                str(admin_port),
                 "--upstream-url",
                 upstream_url,
                 "--redis-url",
@@ -206,7 +213,7 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
             env=environment,
             cwd=cwd,
         )
-        gateway = GatewayProcess(process, port, log_path)
+        gateway = GatewayProcess(process, port, admin_port, log_path)
         started.append(gateway)
         try:
             wait_until_listening(port, process, timeout=30)
@@ -224,6 +231,7 @@ class ToyUpstream:
 
     "status:N"   answers N with a JSON error body      "html:N"   answers N with an HTML page
     "sleep:S"    waits S seconds, then answers 200     "hang"     never answers (until shutdown)
+    "stream:N:S" (with "stream": true) N chunks, S seconds apart
     anything else: 200 with a completion that names the prompt and the arrival number.
     `arrivals` counts requests per prompt; streaming requests get three SSE chunks.
     """
@@ -273,11 +281,14 @@ class ToyUpstream:
             if body.get("stream"):
                 response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
                 await response.prepare(request)
-                for token in ("a", "b", "c"):
-                    await response.write(
-                        f"data: {json.dumps({'choices': [{'text': token}]})}\n\n".encode()
-                    )
-                    await asyncio.sleep(0.05)
+                count, gap = 3, 0.05
+                if prompt.startswith("stream:"):
+                    count, gap = int(prompt.split(":")[1]), float(prompt.split(":")[2])
+                for index in range(count):
+                    chunk = {"choices": [{"text": "abc"[index % 3], "finish_reason":
+                                          "length" if index == count - 1 else None}]}
+                    await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    await asyncio.sleep(gap)
                 await response.write(b"data: [DONE]\n\n")
                 return response
             return web.json_response(

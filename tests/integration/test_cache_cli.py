@@ -37,13 +37,13 @@ def test_get_stats_and_flush_see_what_the_gateway_cached(
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout) == answer.json()
 
-    stats = _devloop("stats", "--redis-url", redis_url, "--gateway-url", gateway.url)
+    stats = _devloop("stats", "--redis-url", redis_url, "--admin-url", gateway.admin_url)
     assert stats.returncode == 0, stats.stderr
     report = json.loads(stats.stdout)
     assert report["redis"]["keys"] == 1
     assert report["gateway"]["local_entries"] == 1 and report["gateway"]["misses"] == 1
 
-    flushed = _devloop("flush", "--redis-url", redis_url, "--gateway-url", gateway.url)
+    flushed = _devloop("flush", "--redis-url", redis_url, "--admin-url", gateway.admin_url)
     assert flushed.returncode == 0, flushed.stderr
     assert gateway.stats()["local_entries"] == 0
     missing = _devloop("get", "--redis-url", redis_url, "--request", str(request_file))

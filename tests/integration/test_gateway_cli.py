@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import devloop
+import pytest
 import requests
 
 
@@ -73,3 +75,44 @@ def test_reload_serves_edited_code_without_restarting_by_hand(
         time.sleep(0.3)
     # Functional bound only (the timing numbers come from the benchmark); generous for a busy CI box.
     assert statistics.median(delays) < 5
+
+
+@pytest.mark.parametrize("taken", ["--port", "--admin-port"])
+def test_a_port_in_use_is_one_line_and_exit_2_before_anything_claims_to_serve(
+    taken: str,
+) -> None:
+    import socket
+
+    from devloop.ports import free_port
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        ports = {"--port": str(free_port()), "--admin-port": str(free_port()), taken: str(busy)}
+        result = subprocess.run(
+            [sys.executable, "-m", "devloop", "gateway", "--host", "127.0.0.1",
+             "--upstream-url", "http://127.0.0.1:9", "--redis-url", "",
+             *(item for pair in ports.items() for item in pair)],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 2
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"127.0.0.1:{busy}" in lines[0] and "Address already in use" in lines[0]
+    assert taken in lines[0]
+
+
+def test_bench_reload_loses_no_request_while_the_code_changes_under_load() -> None:
+    """The benchmark's own account, functionally: every change lands, the new code answers, and
+    not one request of the steady load fails (the timing numbers are the benchmark's business)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "devloop", "bench-reload", "--runs", "3", "--clients", "3",
+         "--settle", "0.5", "--no-container"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["runs"]) == 3
+    assert report["requests"] > 30
+    assert report["failed"] == 0, report["failures"]

@@ -147,11 +147,26 @@ def test_metrics_export_the_dashboard_counters(start_gateway, toy_upstream, redi
     gateway = start_gateway(toy_upstream.url, redis_url)
     _complete(gateway, "m")
     _complete(gateway, "m")
+    samples = _scrape(gateway)
+    assert samples[("devloop_cache_requests_total", ())] == 2
+    assert samples[("devloop_cache_hits_total", (("tier", "local"),))] == 1
+    assert samples[("devloop_cache_misses_total", ())] == 1
+    assert samples[("devloop_cache_redis_degraded", ())] == 0
+    route = (("code", "200"), ("route", "/v1/completions"))
+    assert samples[("devloop_gateway_requests_total", route)] == 2
+    assert samples[("devloop_gateway_request_duration_seconds_count", route[1:])] == 2
+
+
+def _scrape(gateway) -> dict[tuple[str, tuple], float]:
+    """The gateway's /metrics parsed by prometheus_client: {(name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = requests.get(gateway.url + "/metrics", timeout=5).text
-    assert "devloop_cache_requests_total 2" in text
-    assert 'devloop_cache_hits_total{tier="local"} 1' in text
-    assert "devloop_cache_misses_total 1" in text
-    assert "devloop_cache_redis_degraded 0" in text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def test_redis_stopped_mid_run_every_request_succeeds_and_restarted_the_cache_recovers(
@@ -163,8 +178,7 @@ def test_redis_stopped_mid_run_every_request_succeeds_and_restarted_the_cache_re
     for index in range(20):
         answer = _complete(gateway, f"r{index % 5}")
         assert answer.status_code == 200
-    metrics = requests.get(gateway.url + "/metrics", timeout=5).text
-    assert "devloop_cache_redis_degraded 1" in metrics
+    assert _scrape(gateway)[("devloop_cache_redis_degraded", ())] == 1
     assert gateway.log().count("failed") == 1  # logged once, not per request
     own_redis.start()
     time.sleep(1.2)  # past the reconnect back-off

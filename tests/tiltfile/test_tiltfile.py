@@ -261,7 +261,7 @@ def test_code_the_gateway_runs_is_synced_not_rebuilt(tilt_up):
     build = _build(tilt_up("dev")[0])
     synced = [_in_context(build, local) for local, _ in _syncs(build)]
     assert "scripts" in synced
-    assert (ROOT / "scripts/devloop/gateway.py").is_file()
+    assert (ROOT / "scripts/devloop/gateway/server.py").is_file()
 
 
 def test_dev_gateway_reloads_itself_on_synced_code(tilt_up):

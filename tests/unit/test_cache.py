@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from devloop.cache import CacheConfig, CachePolicy, LRUCache, ResponseCache, cache_key, is_cacheable
+from devloop.cache import CacheConfig, ResponseCache
+from devloop.cachekey import CachePolicy, cache_key, is_cacheable
+from devloop.lru import LRUCache
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

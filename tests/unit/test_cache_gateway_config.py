@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from devloop.cache import CachePolicy
+from devloop.cachekey import CachePolicy
 from devloop.cli import build_parser
 from devloop.errors import UsageError
 from devloop.gateway import config_from_args, config_from_env
+from devloop.gateway.config import ENV_FIELDS
 
 GATEWAY_ENV = (
     Path(__file__).resolve().parents[2] / "kustomize" / "components" / "cache" / "gateway.env"
@@ -33,6 +34,11 @@ def test_every_setting_in_the_cache_components_configmap_is_understood() -> None
     assert config.cache_ttl_seconds == int(env["CACHE_TTL_SECONDS"])
     assert config.cache_max_entries == int(env["CACHE_MAX_ENTRIES"])
     assert config.cache_max_bytes == int(env["CACHE_MAX_BYTES"])
+    assert config.admin_host == env["GATEWAY_ADMIN_HOST"]
+    assert config.admin_port == int(env["GATEWAY_ADMIN_PORT"])
+    assert config.drain_seconds == float(env["GATEWAY_DRAIN_SECONDS"])
+    assert config.shutdown_timeout_seconds == float(env["GATEWAY_SHUTDOWN_TIMEOUT"])
+    assert set(env) <= set(ENV_FIELDS), f"settings the gateway ignores: {set(env) - set(ENV_FIELDS)}"
 
 
 def test_flags_override_the_environment() -> None:

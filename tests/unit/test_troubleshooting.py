@@ -143,7 +143,12 @@ def kubectl_problems(command: str, overlays: dict[str, Overlay]) -> list[str]:
             problems.append(f"{kind_alias}/{name} is not in the {namespace} overlay")
     if verb == "port-forward" and workload is not None and rest:
         remote = int(rest[0].split(":")[-1])
-        ports = [port["port"] for port in workload["spec"].get("ports", [])]
+        if workload["kind"] == "Service":
+            ports = [port["port"] for port in workload["spec"].get("ports", [])]
+        else:  # a workload: kubectl forwards to the port a container declares
+            ports = [port["containerPort"]
+                     for container in workload["spec"]["template"]["spec"]["containers"]
+                     for port in container.get("ports", [])]
         if remote not in ports:
             problems.append(f"{kind_alias}/{name} has no port {remote} (it has {ports})")
     container = options.get("-c") or options.get("--container")
