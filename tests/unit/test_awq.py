@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="installed with vLLM by scripts/bootstrap.sh")
-
 from devloop import awq, tinymodel
 from devloop.errors import UsageError
+
+torch = pytest.importorskip("torch", reason="installed with vLLM by scripts/bootstrap.sh")
 
 
 def test_eight_values_pack_into_one_word_in_awqs_interleaved_order():
