@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -236,6 +237,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
                         default=Path(os.path.expanduser("~/.cache/vllm-devloop/bench-compare")),
                         help="server logs and vLLM's compile cache (default: "
                         "~/.cache/vllm-devloop/bench-compare)")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="start each server only for its own turn, every round (less memory: "
+                        "one server at a time; load times are then medians over rounds)")
     parser.add_argument("--json", dest="json_path", help="write the full report as JSON here")
     parser.set_defaults(handler=run)
 
@@ -243,6 +247,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     plan = benchplans.plan_by_name(args.plan, only)
+    if args.one_at_a_time:
+        plan = dataclasses.replace(plan, one_at_a_time=True)
     args.concurrency = parse_int_list(args.concurrency, "--concurrency")
     if args.rounds < 1 or args.num_prompts < 1 or args.input_len < 1 or args.output_len < 1:
         raise UsageError("--rounds, --num-prompts, --input-len and --output-len must be 1 or more")

@@ -118,11 +118,40 @@ def gguf_for(model_dir: Path, kind: str) -> Path:
     return target
 
 
+# llama.cpp built here (GGML_NATIVE) takes its AMX path on a CPU with AMX tiles, and on this
+# project's AMX test machine (KVM guest, Linux 6.x) its first prompt dies of SIGILL on a
+# `tilezero` in libggml-cpu although ggml asked for the tile permission (llama-cpp-python
+# 0.3.36). The AMX weight layout is an "extra buffer type", so on such a CPU the server runs with
+# extra buffer types off (llama_model_params.use_extra_bufts): llama.cpp's AVX-512/VNNI kernels
+# without its runtime weight repacking. A laptop CPU has no AMX and keeps both.
+_SERVE = """
+import runpy, sys
+import llama_cpp.llama_cpp as bindings
+if sys.argv.pop(1) == "no-extra-bufts":
+    default_params = bindings.llama_model_default_params
+    def model_params():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+    bindings.llama_model_default_params = model_params
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
+def _has_amx_tiles() -> bool:
+    try:
+        return " amx_tile" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 def server_command(gguf: Path, port: int, threads: int, context: int) -> list[str]:
     """llama-cpp-python's OpenAI-compatible server for `gguf` on 127.0.0.1:`port`. It decodes
-    one request at a time (requests queue behind a lock): no batching across requests."""
+    one request at a time (requests queue behind a lock): no batching across requests. On a CPU
+    with AMX tiles its extra buffer types are off (see _SERVE)."""
     return [
-        str(python()), "-m", "llama_cpp.server",
+        str(python()), "-c", _SERVE, "no-extra-bufts" if _has_amx_tiles() else "defaults",
         "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
         "--n_threads", str(threads), "--n_threads_batch", str(threads),
         "--n_ctx", str(context),
