@@ -77,6 +77,8 @@ def summarize(plan: benchplans.Plan, rounds: list[dict[str, Any]], servers: dict
     fraction of the decode ceiling reached at concurrency 1."""
     medians: dict[str, dict[str, dict[str, float | None]]] = {}
     for candidate in plan.candidates:
+        if candidate.name not in servers:
+            continue
         per_level: dict[str, dict[str, float | None]] = {}
         runs = [r["results"][candidate.name] for r in rounds if candidate.name in r["results"]]
         for level_index, level in enumerate(runs[0]["levels"] if runs else []):
@@ -125,6 +127,10 @@ def format_table(plan: benchplans.Plan, report: dict[str, Any]) -> str:
                  "read per token")
     for name, info in report["servers"].items():
         limit = f" (limit {plan.memory_limit_gib:g} GiB)" if plan.memory_limit_gib else ""
+        if "error" in info:
+            lines.append(f"{name}: FAILED ({info['error']}) after {info['load_seconds']:.0f} s, "
+                         f"peak PSS {info['peak_pss_gib']:.2f} GiB{limit}")
+            continue
         lines.append(f"{name}: load {info['load_seconds']:.0f} s, peak PSS "
                      f"{info['peak_pss_gib']:.2f} GiB over {info['peak_processes']} processes"
                      f"{limit}, {info['bytes_read_per_token'] / 1e9:.2f} GB read per token")
@@ -157,13 +163,26 @@ def _record_server(servers: dict[str, dict], server: benchservers.RunningServer)
         info["peak_processes"] = peak.peak_processes
 
 
+def _start(candidate: benchplans.Candidate, args: argparse.Namespace,
+           servers: dict[str, dict]) -> benchservers.RunningServer | None:
+    """The running server, or None when it failed to start: the failure, its log and the memory
+    it had reached go into the report, and the other candidates still run."""
+    print(f"starting {candidate.name}", file=sys.stderr)
+    try:
+        return benchservers.start(candidate, args.models_dir, args.workdir)
+    except benchservers.StartFailed as failure:
+        print(f"devloop bench-compare: {failure}", file=sys.stderr)
+        _record_server(servers, failure.server)
+        servers[candidate.name]["error"] = str(failure).splitlines()[0]
+        return None
+
+
 def run_plan(plan: benchplans.Plan, args: argparse.Namespace) -> dict[str, Any]:
     """Start, drive in alternating rounds, stop; the report as a JSON-ready dict. Long: it
     prints progress on stderr."""
-    models_dir, workdir = args.models_dir, args.workdir
     for candidate in plan.candidates:  # generation and conversion happen before any timing
         print(f"model for {candidate.name}: {candidate.model.label()}", file=sys.stderr)
-        benchservers.model_path(candidate.model, models_dir)
+        benchservers.model_path(candidate.model, args.models_dir)
     threads = machine()["usable_cpus"]
     bandwidth_before = bandwidth(threads)
     running: dict[str, benchservers.RunningServer] = {}
@@ -172,15 +191,16 @@ def run_plan(plan: benchplans.Plan, args: argparse.Namespace) -> dict[str, Any]:
     try:
         if not plan.one_at_a_time:
             for candidate in plan.candidates:
-                print(f"starting {candidate.name}", file=sys.stderr)
-                running[candidate.name] = benchservers.start(candidate, models_dir, workdir)
+                if server := _start(candidate, args, servers):
+                    running[candidate.name] = server
         for index in range(args.rounds):
             order = plan.candidates if index % 2 == 0 else tuple(reversed(plan.candidates))
             results: dict[str, Any] = {}
             for candidate in order:
-                if plan.one_at_a_time:
-                    print(f"starting {candidate.name}", file=sys.stderr)
-                    running[candidate.name] = benchservers.start(candidate, models_dir, workdir)
+                if plan.one_at_a_time and (server := _start(candidate, args, servers)):
+                    running[candidate.name] = server
+                if candidate.name not in running:
+                    continue
                 server = running[candidate.name]
                 load = os.getloadavg()
                 print(f"round {index + 1}: {candidate.name} (load average {load[0]:.1f})",

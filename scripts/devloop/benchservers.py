@@ -27,6 +27,14 @@ def model_path(ref: benchplans.ModelRef, models_dir: Path) -> Path:
     return llamacpp.gguf_for(directory, ref.gguf) if ref.gguf else directory
 
 
+class StartFailed(DevloopError):
+    """The server never answered; what it used until then is still worth reporting."""
+
+    def __init__(self, message: str, server: RunningServer) -> None:
+        super().__init__(message)
+        self.server = server
+
+
 @dataclass
 class RunningServer:
     candidate: benchplans.Candidate
@@ -96,8 +104,8 @@ def start(candidate: benchplans.Candidate, models_dir: Path, workdir: Path) -> R
                            time.monotonic() - started, sampler)
     if waiting_for:
         server.stop()
-        raise DevloopError(f"{candidate.name} did not become ready ({waiting_for}); "
-                           f"end of {log_path}:\n{serve.log_tail(log_path, 25)}")
+        raise StartFailed(f"{candidate.name} did not become ready ({waiting_for}); "
+                          f"end of {log_path}:\n{serve.log_tail(log_path, 25)}", server)
     return server
 
 

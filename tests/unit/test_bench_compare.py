@@ -136,4 +136,4 @@ def test_the_cli_refuses_an_unknown_plan_and_bad_numbers():
     assert result.returncode == 2 and "invalid choice" in result.stderr
     with pytest.raises(UsageError, match="--rounds"):
         benchcompare.run(Namespace(plan="tuning", only=None, concurrency="1", rounds=0,
-                                   num_prompts=1, input_len=1, output_len=1))
+                                   num_prompts=1, input_len=1, output_len=1, one_at_a_time=False))
