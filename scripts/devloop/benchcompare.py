@@ -212,6 +212,9 @@ def run_plan(plan: benchplans.Plan, args: argparse.Namespace) -> dict[str, Any]:
                     _record_server(servers, server)
             runs.append({"round": index + 1, "order": [c.name for c in order],
                          "results": results})
+            if args.json_path:  # a long run stopped early keeps the rounds it finished
+                partial = {"partial": True, "plan": plan.name, "runs": runs, "servers": servers}
+                Path(args.json_path).write_text(json.dumps(partial, indent=2) + "\n")
     finally:
         for server in running.values():
             server.stop()
