@@ -132,8 +132,9 @@ def format_table(plan: benchplans.Plan, report: dict[str, Any]) -> str:
                          f"peak PSS {info['peak_pss_gib']:.2f} GiB{limit}")
             continue
         lines.append(f"{name}: load {info['load_seconds']:.0f} s, peak PSS "
-                     f"{info['peak_pss_gib']:.2f} GiB over {info['peak_processes']} processes"
-                     f"{limit}, {info['bytes_read_per_token'] / 1e9:.2f} GB read per token")
+                     f"{info['peak_pss_gib']:.2f} GiB over {info['peak_processes']} processes "
+                     f"({info['peak_anon_shmem_pss_gib']:.2f} GiB anonymous + shmem){limit}, "
+                     f"{info['bytes_read_per_token'] / 1e9:.2f} GB read per token")
     return "\n".join(lines)
 
 
@@ -161,6 +162,9 @@ def _record_server(servers: dict[str, dict], server: benchservers.RunningServer)
     if peak.peak_pss / GIB > info["peak_pss_gib"]:
         info["peak_pss_gib"] = round(peak.peak_pss / GIB, 3)
         info["peak_processes"] = peak.peak_processes
+        info["peak_pss_at_s"] = round(peak.peak_at_s, 1)
+    info["peak_anon_shmem_pss_gib"] = max(info.get("peak_anon_shmem_pss_gib", 0.0),
+                                          round(peak.peak_unreclaimable_pss / GIB, 3))
 
 
 def _start(candidate: benchplans.Candidate, args: argparse.Namespace,

@@ -36,16 +36,25 @@ def session_pids(session_id: int, proc: Path = PROC) -> list[int]:
     return sorted(pids)
 
 
-def pss_bytes(pid: int, proc: Path = PROC) -> int:
-    """The process's proportional set size in bytes; 0 when it has exited."""
+def pss_breakdown(pid: int, proc: Path = PROC) -> dict[str, int]:
+    """Pss and, where the kernel splits it (5.x+), Pss_Anon, Pss_File and Pss_Shmem, in bytes;
+    empty when the process has exited. File pages (a memory-mapped checkpoint) are reclaimable
+    under a cgroup limit; anonymous and shmem pages are not."""
     try:
         text = (proc / str(pid) / "smaps_rollup").read_text()
     except OSError:
-        return 0
+        return {}
+    values = {}
     for line in text.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024  # the kernel reports kB
-    return 0
+        key, _, rest = line.partition(":")
+        if key in ("Pss", "Pss_Anon", "Pss_File", "Pss_Shmem"):
+            values[key] = int(rest.split()[0]) * 1024  # the kernel reports kB
+    return values
+
+
+def pss_bytes(pid: int, proc: Path = PROC) -> int:
+    """The process's proportional set size in bytes; 0 when it has exited."""
+    return pss_breakdown(pid, proc).get("Pss", 0)
 
 
 @dataclass
@@ -53,6 +62,7 @@ class MemorySample:
     seconds: float  # since the sampler started
     total_pss: int
     processes: int
+    unreclaimable_pss: int = 0  # Pss_Anon + Pss_Shmem: what a cgroup limit cannot take back
 
 
 @dataclass
@@ -62,6 +72,7 @@ class PeakMemory:
     peak_pss: int = 0
     peak_at_s: float = 0.0
     peak_processes: int = 0
+    peak_unreclaimable_pss: int = 0
     samples: int = 0
     history: list[MemorySample] = field(default_factory=list)
 
@@ -80,8 +91,10 @@ class SessionMemorySampler:
 
     def sample(self) -> MemorySample:
         pids = session_pids(self.session_id)
-        total = sum(pss_bytes(pid) for pid in pids)
-        return MemorySample(time.monotonic() - self._start, total, len(pids))
+        parts = [pss_breakdown(pid) for pid in pids]
+        total = sum(p.get("Pss", 0) for p in parts)
+        pinned = sum(p.get("Pss_Anon", 0) + p.get("Pss_Shmem", 0) for p in parts)
+        return MemorySample(time.monotonic() - self._start, total, len(pids), pinned)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -93,6 +106,8 @@ class SessionMemorySampler:
         result.samples += 1
         if self.keep_history:
             result.history.append(sample)
+        result.peak_unreclaimable_pss = max(result.peak_unreclaimable_pss,
+                                            sample.unreclaimable_pss)
         if sample.total_pss > result.peak_pss:
             result.peak_pss = sample.total_pss
             result.peak_at_s = sample.seconds

@@ -70,6 +70,7 @@ def test_the_sampler_adds_up_the_pss_of_every_process_in_the_session(sleeper_ses
     assert peak.samples >= 2 and peak.peak_processes == 2
     assert peak.peak_pss >= 2 * (40 << 20)
     assert procmem.pss_bytes(sleeper_session) < peak.peak_pss  # one process is not the sum
+    assert peak.peak_unreclaimable_pss >= 2 * (40 << 20)  # bytearrays are anonymous memory
 
 
 def _safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> None:
