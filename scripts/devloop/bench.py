@@ -59,6 +59,7 @@ class BenchConfig:
     seed: int = 0
     api: str = "completions"  # or "chat"
     ignore_eos: bool = True
+    min_tokens: bool = False  # also send min_tokens=output_len
     temperature: float = 0.0
     timeout_s: float = 600.0
     api_key: str | None = None
@@ -189,17 +190,23 @@ class Client:
         return models[0]
 
     async def count_tokens(self, model: str, text: str) -> int | None:
-        """vLLM's /tokenize count for a completions prompt (special tokens included, as the
-        server counts them), or None when the server has no such endpoint."""
-        payload = {"model": model, "prompt": text}
-        async with self.session.post(
-            f"{self.root}/tokenize", json=payload, headers=self.headers
-        ) as resp:
-            if resp.status != 200:
-                return None
-            body = await resp.json()
-        count = body.get("count")
-        return count if isinstance(count, int) else None
+        """The server's token count for a completions prompt (special tokens included, as the
+        server counts them): vLLM's /tokenize, else llama-cpp-python's /extras/tokenize; None
+        when the server has neither."""
+        for path, payload, key in (
+            ("/tokenize", {"model": model, "prompt": text}, "count"),
+            ("/extras/tokenize", {"model": model, "input": text}, "tokens"),
+        ):
+            async with self.session.post(
+                f"{self.root}{path}", json=payload, headers=self.headers
+            ) as resp:
+                if resp.status != 200:
+                    continue
+                body = await resp.json()
+            count = body.get(key)
+            count = len(count) if isinstance(count, list) else count
+            return count if isinstance(count, int) else None
+        return None
 
     async def make_prompt(
         self, model: str, rng: random.Random, calibrated: bool
@@ -251,6 +258,9 @@ class Client:
         if self.config.ignore_eos:
             # vLLM's extension: generate exactly max_tokens, so every request does the same work.
             body["ignore_eos"] = True
+        if self.config.min_tokens:
+            # The same for servers without ignore_eos (llama-cpp-python): no end before the end.
+            body["min_tokens"] = self.config.output_len
         if self.config.api == "chat":
             body["messages"] = [{"role": "user", "content": prompt}]
         else:
@@ -515,6 +525,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "outputs may then stop before --output-len",
     )
     parser.add_argument(
+        "--min-tokens",
+        action="store_true",
+        help="also send min_tokens = --output-len, which servers without ignore_eos honour "
+        "(llama-cpp-python), so they too generate exactly --output-len tokens",
+    )
+    parser.add_argument(
         "--no-calibrate",
         dest="calibrate",
         action="store_false",
@@ -557,6 +573,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         seed=args.seed,
         api=args.api,
         ignore_eos=args.ignore_eos,
+        min_tokens=args.min_tokens,
         timeout_s=args.timeout,
         api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
         calibrate=args.calibrate,

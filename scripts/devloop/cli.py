@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "devloop.tinymodel",
     "devloop.validate",
     "devloop.bench",
+    "devloop.benchcompare",
     "devloop.membw",
     "devloop.dashboard",
     "devloop.gateway",

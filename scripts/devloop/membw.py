@@ -87,6 +87,37 @@ def weight_bytes(model_dir: Path) -> int:
     return total
 
 
+def _safetensors_sizes(path: Path) -> dict[str, int]:
+    """Bytes of each tensor in a .safetensors file, read from its JSON header only."""
+    with open(path, "rb") as handle:
+        header_len = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(header_len))
+    return {
+        name: info["data_offsets"][1] - info["data_offsets"][0]
+        for name, info in header.items()
+        if name != "__metadata__"
+    }
+
+
+def bytes_read_per_token(model: Path) -> int:
+    """Weight bytes a batch-1 decode step reads: every weight, except the input embedding table
+    when the LM head is a separate matrix (then only one embedding row is read per token). A
+    GGUF file counts whole: the models benchmarked as GGUF here tie their embeddings."""
+    if model.is_file():
+        return model.stat().st_size
+    config_path = model / "config.json"
+    tied = json.loads(config_path.read_text()).get("tie_word_embeddings", False) \
+        if config_path.is_file() else True
+    sizes: dict[str, int] = {}
+    for shard in sorted(model.glob("*.safetensors")):
+        sizes.update(_safetensors_sizes(shard))
+    if not sizes:
+        return weight_bytes(model)
+    if not tied:
+        sizes = {name: size for name, size in sizes.items() if not name.endswith("embed_tokens.weight")}
+    return sum(sizes.values())
+
+
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "membw",
@@ -131,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
     ]
     weights = None
     if args.model:
-        weights = weight_bytes(args.model)
+        if not args.model.is_file():
+            weight_bytes(args.model)  # a clear error for a directory without weights
+        weights = bytes_read_per_token(args.model)
     elif args.weights_gb:
         weights = int(args.weights_gb * 1e9)
     print(
@@ -146,8 +179,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r.kind:>5}  {r.threads:>7}  {r.gb_per_s:>6.1f}{ceiling}")
     if weights:
         print(
-            f"weights: {weights / 1e9:.3f} GB; ceiling = read GB/s / weight GB "
-            "(batch-1 decode reads every weight once per token)"
+            f"weights read per token: {weights / 1e9:.3f} GB; ceiling = read GB/s / that "
+            "(batch-1 decode reads every weight once per token, the input embedding only a row)"
         )
     if args.json_path:
         report = {

@@ -1,11 +1,16 @@
 """`devloop model generate`: random-weight models that vLLM serves with no download.
 
-Two shapes from one generator:
+Shapes from one generator:
 - `tiny`: a 2-layer Llama, hidden size 128, a ~1k-token byte-level BPE; a few MB, made in
   seconds. The dev overlay's offline model and the test suite's model: it exercises the whole
   serving path (tokenizer, chat template, sampling, streaming) but says nothing meaningful.
 - `qwen3-0.6b`: the Qwen3-0.6B architecture at full size in bf16 (about 1.2 GB of weights), for
   benchmarks whose speed should match the real model's (decode on CPU is bound by weight bytes).
+- `qwen3-8b`: the architecture of the optimized overlay's DeepSeek-R1-0528-Qwen3-8B, for
+  measuring that overlay offline; only with `--quant awq` (in bf16 it would be 16 GB).
+
+`--quant awq` writes any shape as the AWQ 4-bit checkpoint AutoAWQ exports (devloop.awq), the
+format of the optimized overlay's model, streamed one layer at a time.
 
 The tokenizer is trained here with `tokenizers` on a fixed built-in text, so the result depends
 only on the code and the seed. Models are cached by a hash of everything that goes into them:
@@ -30,6 +35,7 @@ from devloop.errors import UsageError
 
 # Bump when the output changes for the same inputs, so caches made by older code are not reused.
 GENERATOR_VERSION = 1
+QUANTS = ("awq",)
 COMPLETE_MARKER = ".devloop-model.json"
 CACHE_SUBDIR = "devloop-models"
 
@@ -153,16 +159,49 @@ SHAPES: dict[str, ModelShape] = {
         dtype="bfloat16",
         extra={"rms_norm_eps": 1e-6},
     ),
+    # deepseek-ai/DeepSeek-R1-0528-Qwen3-8B's config.json (Qwen3-8B's architecture, with YaRN
+    # scaling to a 128k context), as published copies of it give it: 36 layers, hidden 4096,
+    # intermediate 12288, 32 heads of 128, 8 KV heads, vocabulary 151936, untied embeddings.
+    "qwen3-8b": ModelShape(
+        name="qwen3-8b",
+        architecture="qwen3",
+        vocab_size=151936,
+        tokenizer_vocab=1024,
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=131072,
+        rope_theta=1000000.0,
+        tie_word_embeddings=False,
+        dtype="bfloat16",
+        extra={
+            "rms_norm_eps": 1e-6,
+            "rope_scaling": {
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 32768,
+                "attn_factor": 0.8782488562869419,
+            },
+        },
+    ),
 }
+# Shapes too big to build at full precision on a laptop: generated quantized only.
+QUANTIZED_ONLY = {"qwen3-8b"}
 
 
-def cache_key(shape: ModelShape, seed: int) -> str:
+def cache_key(shape: ModelShape, seed: int, quant: str | None = None) -> str:
     """A short hash of every input to the generator: same key, same files."""
+    inputs: dict[str, Any] = {"version": GENERATOR_VERSION, "shape": asdict(shape), "seed": seed}
+    if quant is not None:  # absent for unquantized models, so their existing keys stay valid
+        from devloop import awq
+
+        inputs["quant"] = {"method": quant, "config": awq.QUANTIZATION_CONFIG}
     material = json.dumps(
         {
-            "version": GENERATOR_VERSION,
-            "shape": asdict(shape),
-            "seed": seed,
+            **inputs,
             "corpus": _CORPUS,
             "special": SPECIAL_TOKENS,
             "template": CHAT_TEMPLATE,
@@ -198,17 +237,29 @@ def is_complete(directory: Path, key: str) -> bool:
 
 
 def ensure_model(
-    shape_name: str = "tiny", seed: int = 0, out: Path | None = None, cache_dir: Path | None = None
+    shape_name: str = "tiny",
+    seed: int = 0,
+    out: Path | None = None,
+    cache_dir: Path | None = None,
+    quant: str | None = None,
 ) -> Path:
-    """The directory of the model for (shape, seed), generating it only if it is not there.
+    """The directory of the model for (shape, seed, quant), generating it only if it is not there.
 
-    Without `out`, the model goes to CACHE/<shape>-<key>. Generation writes into a temporary
-    sibling and renames it into place, so concurrent callers (test workers, two pods on one
-    volume) never see a half-written model: the loser of the race discards its copy.
+    Without `out`, the model goes to CACHE/<shape>[-<quant>]-<key>. Generation writes into a
+    temporary sibling and renames it into place, so concurrent callers (test workers, two pods
+    on one volume) never see a half-written model: the loser of the race discards its copy.
     """
     shape = shape_by_name(shape_name)
-    key = cache_key(shape, seed)
-    target = out if out is not None else (cache_dir or default_cache_dir()) / f"{shape.name}-{key}"
+    if quant is not None and quant not in QUANTS:
+        raise UsageError(f"unknown quantization {quant!r}; the choices are: {', '.join(QUANTS)}")
+    if quant is None and shape.name in QUANTIZED_ONLY:
+        raise UsageError(
+            f"shape {shape.name} is generated quantized only (in {shape.dtype} it would not fit "
+            "a laptop's memory): add --quant awq"
+        )
+    key = cache_key(shape, seed, quant)
+    label = shape.name if quant is None else f"{shape.name}-{quant}"
+    target = out if out is not None else (cache_dir or default_cache_dir()) / f"{label}-{key}"
     if is_complete(target, key):
         return target
     if target.exists() and any(target.iterdir()):
@@ -219,9 +270,13 @@ def ensure_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        _write_model(shape, seed, staging)
+        if quant is None:
+            _write_model(shape, seed, staging)
+        else:
+            _write_quantized_model(shape, seed, staging)
         (staging / COMPLETE_MARKER).write_text(
-            json.dumps({"key": key, "shape": shape.name, "seed": seed}) + "\n"
+            json.dumps({"key": key, "shape": shape.name, "seed": seed}
+                       | ({"quant": quant} if quant else {})) + "\n"
         )
         # mkdtemp and safetensors create owner-only files; a shared cache must be readable.
         staging.chmod(0o755)
@@ -316,19 +371,43 @@ def _write_model(shape: ModelShape, seed: int, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def _write_quantized_model(shape: ModelShape, seed: int, out: Path) -> None:
+    """The AWQ checkpoint of `shape`: config with its quantization_config, tokenizer, weights."""
+    from transformers import GenerationConfig
+
+    from devloop import awq
+
+    tokenizer = train_tokenizer(shape)
+    config = model_config(shape, tokenizer)
+    awq.write_random_checkpoint(config, seed, out)
+    GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "model",
         help="generate random-weight models that vLLM serves offline",
         description="Random-weight models for offline serving and benchmarks. `tiny` is the "
         "dev overlay's and the tests' model; `qwen3-0.6b` has the real model's size for speed "
-        "measurements. Output is cached by content: the same shape and seed reuse the "
-        "existing directory.",
+        "measurements; `qwen3-8b` is the optimized overlay's model (with --quant awq). Output "
+        "is cached by content: the same shape, seed and quantization reuse the existing "
+        "directory.",
     )
     actions = parser.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     generate = actions.add_parser("generate", help="make (or find in the cache) a model")
     generate.add_argument("--shape", default="tiny", choices=sorted(SHAPES), help="default: tiny")
     generate.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")
+    generate.add_argument(
+        "--quant",
+        choices=QUANTS,
+        help="write a quantized checkpoint: awq = AutoAWQ's 4-bit GEMM layout, group size 128 "
+        "(default: the shape's own dtype, unquantized)",
+    )
     generate.add_argument(
         "--out",
         type=Path,
@@ -342,9 +421,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    path = ensure_model(args.shape, seed=args.seed, out=args.out, cache_dir=args.cache_dir)
+    path = ensure_model(
+        args.shape, seed=args.seed, out=args.out, cache_dir=args.cache_dir, quant=args.quant
+    )
+    kind = f"{args.shape} {args.quant}" if args.quant else args.shape
     print(
-        f"model {args.shape} (seed {args.seed}) ready in {time.monotonic() - started:.1f} s",
+        f"model {kind} (seed {args.seed}) ready in {time.monotonic() - started:.1f} s",
         file=sys.stderr,
     )
     print(path)

@@ -46,10 +46,16 @@ def _app() -> web.Application:
 
     async def tokenize(request: web.Request) -> web.Response:
         body = await request.json()
+        if body["model"] == "llama":  # llama-cpp-python has only /extras/tokenize
+            return web.json_response({"detail": "Not Found"}, status=404)
         if body["model"] == "letters":
             # A byte-level-like vocabulary: every letter is a token, a word is several.
             return web.json_response({"count": len(body["prompt"].replace(" ", ""))})
         return web.json_response({"count": len(body["prompt"].split())})
+
+    async def extras_tokenize(request: web.Request) -> web.Response:
+        body = await request.json()  # llama-cpp-python's shape: {"input"} -> {"tokens"}
+        return web.json_response({"tokens": list(range(len(body["input"].replace(" ", ""))))})
 
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -76,6 +82,7 @@ def _app() -> web.Application:
     app[SEEN] = seen
     app.router.add_get("/v1/models", models)
     app.router.add_post("/tokenize", tokenize)
+    app.router.add_post("/extras/tokenize", extras_tokenize)
     app.router.add_post("/v1/completions", completions)
     return app
 
@@ -228,3 +235,14 @@ def test_calibration_hits_the_length_when_words_are_several_tokens(timed_server)
     report = asyncio.run(run_benchmark(config))
     assert report["prompt_lengths"] == "exact (calibrated with /tokenize)"
     assert [len(body["prompt"].replace(" ", "")) for body in app[SEEN]] == [50, 50, 50]
+
+
+def test_a_llama_cpp_python_server_is_calibrated_and_asked_for_min_tokens(timed_server):
+    url, app = timed_server
+    config = BenchConfig(url=url, model="llama", concurrency=[1], input_len=30, output_len=3,
+                         num_prompts=2, warmup=0, min_tokens=True)
+    report = asyncio.run(run_benchmark(config))
+    assert report["prompt_lengths"] == "exact (calibrated with /tokenize)"
+    completions = [body for body in app[SEEN] if "max_tokens" in body]
+    assert [len(body["prompt"].replace(" ", "")) for body in completions] == [30, 30]
+    assert all(body["min_tokens"] == 3 for body in completions)
