@@ -105,6 +105,20 @@ PLANS = {
             baseline="vllm-defaults",
         ),
         Plan(
+            "dtype",
+            "bf16 (vLLM's AMX kernels on an AMX CPU) against float32 with the optimized overlay's "
+            "settings, and the dev overlay as it is (bf16, eager, 4 sequences)",
+            (
+                Candidate("optimized-float32", VLLM, BF16, settings={**SCALED, "DTYPE": "float32"},
+                          description="the optimized overlay's settings in float32"),
+                OPTIMIZED,
+                Candidate("dev-overlay", VLLM, BF16, overlay="dev",
+                          settings={"VLLM_CPU_KVCACHE_SPACE": "1"},
+                          description="the dev overlay's own settings (eager, max-num-seqs 4)"),
+            ),
+            baseline="optimized-float32",
+        ),
+        Plan(
             "awq-8b",
             "the optimized overlay's own model shape (DeepSeek-R1-0528-Qwen3-8B, AWQ 4-bit) with "
             "its settings (5 GiB KV cache, 4096 context, 8 sequences), threads scaled to here",

@@ -25,7 +25,7 @@ def test_optimized_carries_the_guides_tuned_settings(render_target):
     assert "DeepSeek-R1-0528-Qwen3-8B" in config["MODEL_NAME"] and "GGUF" not in config["MODEL_NAME"]
     engine = manifests.find_object(objects, "Deployment", "llm-engine")
     resources = engine["spec"]["template"]["spec"]["containers"][0]["resources"]
-    assert resources == {"requests": {"cpu": "3", "memory": "8Gi"}, "limits": {"cpu": "6", "memory": "16Gi"}}
+    assert resources == {"requests": {"cpu": "3", "memory": "8Gi"}, "limits": {"cpu": "6", "memory": "18Gi"}}
     hpa = manifests.find_object(objects, "HorizontalPodAutoscaler", "llm-engine")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
 
