@@ -35,6 +35,7 @@ BROKEN = [
     (["cache", "bench", "--upstream-url", "http://127.0.0.1:1"], {}, 1),
     (["model-cache", "verify", "/nonexistent"], {}, 1),
     (["bench-reload", "--runs", "0"], {}, 2),
+    (["bench-compare", "--plan", "dtype", "--rounds", "0"], {}, 2),
     (["doctor", "--overlay", "nosuch"], {}, 2),
 ]
 

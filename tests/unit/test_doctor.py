@@ -152,7 +152,7 @@ def test_optimized_overlay_counts_both_engine_replicas(rendered):
     totals = doctor_facts.overlay_resources(rendered["optimized"])
     assert totals.cpu_request_millicores == 2 * 3000 + 150
     assert totals.memory_request_bytes == 2 * 8 * GIB + 192 * 1024**2
-    assert totals.memory_limit_bytes == 2 * 16 * GIB + 768 * 1024**2
+    assert totals.memory_limit_bytes == 2 * 18 * GIB + 768 * 1024**2
 
 
 def test_hpa_minimum_and_init_containers_count_like_the_scheduler_counts_them():
