@@ -96,7 +96,10 @@ def _start_vllm(state_dir: Path) -> dict:
         "dev",
         model="tiny",
         port=port,
-        overrides={"ENFORCE_EAGER": "true", "VLLM_CPU_KVCACHE_SPACE": "1"},
+        # --enable-log-requests: vLLM logs "Aborted request(s) <id>", which the client-disconnect
+        # test looks for (vLLM's metrics do not count aborts by the client).
+        overrides={"ENFORCE_EAGER": "true", "VLLM_CPU_KVCACHE_SPACE": "1",
+                   "EXTRA_ARGS": "--enable-log-requests"},
     )
     log_path = state_dir / "vllm.log"
     process = serve.start_server(settings, log_path)

@@ -8,6 +8,7 @@ errors keep their status and get the OpenAI shape if they lack it (devloop.gatew
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from yarl import URL
 from devloop.gateway.config import GatewayConfig
 from devloop.gateway.errors import as_openai_error, error_body
 from devloop.gateway.metrics import GatewayMetrics
+
+log = logging.getLogger("devloop.gateway")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Hop-by-hop headers (RFC 9110 7.6.1), ones the client library recomputes, and the request id,
@@ -164,7 +167,11 @@ class Upstream:
                     await response.write(chunk)
             except (TimeoutError, aiohttp.ClientError) as error:
                 if isinstance(error, ConnectionResetError):
-                    raise  # our client hung up: nothing more to send it
+                    # Our client hung up. Returning leaves `async with upstream`, which closes
+                    # the engine's connection so vLLM aborts the request; aiohttp then logs an
+                    # access line for a closed client (raising would log a 500 traceback).
+                    log.info("client hung up mid-stream; the engine's request is closed")
+                    return response
                 # Headers are gone already: report the failure in-band, as vLLM itself does.
                 await response.write(b"data: " + self.failure(error).body + b"\n\n")
             await response.write_eof()
