@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
-from devloop.ports import free_port as _free_port
+from devloop.common.ports import free_port as _free_port
 
 STATE_DIR_ENV = "DEVLOOP_TEST_STATE_DIR"
 _OWNS_STATE_DIR = pytest.StashKey[bool]()

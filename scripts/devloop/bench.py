@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from devloop import __version__
 from devloop.benchstats import LevelSummary, RequestResult, format_table, summarize
-from devloop.errors import DevloopError, UsageError
+from devloop.common.errors import DevloopError, UsageError
 
 # Short, frequent English words: a BPE tokenizer (Qwen, Llama, GPT) encodes each, with its
 # leading space, as one token, so a prompt of N words starts close to N tokens.

@@ -28,7 +28,7 @@ from typing import Any
 
 from devloop import benchplans, benchservers, cpus, membw, procmem
 from devloop.bench import BenchConfig, parse_int_list, run_benchmark
-from devloop.errors import DevloopError, UsageError
+from devloop.common.errors import DevloopError, UsageError
 
 GIB = 1 << 30
 METRICS = (  # (report key, level field, percentile or None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from devloop.errors import UsageError
+from devloop.common.errors import UsageError
 
 VLLM = "vllm"  # devloop entrypoint with an overlay's settings
 VLLM_DEFAULTS = "vllm-defaults"  # the vLLM server with its own defaults

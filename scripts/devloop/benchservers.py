@@ -13,8 +13,8 @@ from pathlib import Path
 
 from devloop import benchplans, cpus, health, llamacpp, procmem, serve, tinymodel
 from devloop.entrypoint import VLLM_SERVER_MODULE
-from devloop.errors import DevloopError
-from devloop.ports import free_port
+from devloop.common.errors import DevloopError
+from devloop.common.ports import free_port
 
 READY_TIMEOUT = 1800.0  # an 8B model's load and compile on two busy cores
 # Settings the entrypoint derives that vLLM's defaults must not inherit from this environment.

@@ -63,7 +63,7 @@ def check_redis_url(url: str, flag: str) -> None:
     exactly as the client will parse it; nothing is connected)."""
     from redis.asyncio import ConnectionPool
 
-    from devloop.errors import UsageError
+    from devloop.common.errors import UsageError
 
     try:
         ConnectionPool.from_url(url)

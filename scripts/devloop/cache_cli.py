@@ -26,7 +26,7 @@ from typing import Any
 
 from devloop.cache import REDIS_KEY_PREFIX, check_redis_url, flush_redis, make_redis_client
 from devloop.cachekey import cache_key
-from devloop.errors import DevloopError, UsageError
+from devloop.common.errors import DevloopError, UsageError
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:

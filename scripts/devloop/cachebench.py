@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from devloop import cacheload
-from devloop.errors import DevloopError, UsageError
-from devloop.ports import free_port as _free_port
-from devloop.ports import wait_until_listening
+from devloop.common.errors import DevloopError, UsageError
+from devloop.common.ports import free_port as _free_port
+from devloop.common.ports import wait_until_listening
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

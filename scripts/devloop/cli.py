@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from devloop import __version__
-from devloop.errors import DEBUG_ENV, DevloopError
+from devloop.common.errors import DEBUG_ENV, DevloopError
 
 SUBCOMMAND_MODULES = (
     "devloop.render",

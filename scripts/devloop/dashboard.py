@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from devloop.errors import DevloopError, UsageError
+from devloop.common.errors import DevloopError, UsageError
 
 DASHBOARD_PATH = "kustomize/components/monitoring/grafana-dashboard-vllm.json"
 

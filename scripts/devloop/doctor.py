@@ -21,7 +21,7 @@ from typing import Any
 
 from devloop import doctor_checks as checks
 from devloop import doctor_facts, manifests
-from devloop.errors import DevloopError
+from devloop.common.errors import DevloopError
 
 # Where the image Tilt builds may be: Tilt builds with Docker; podman holds podman builds.
 IMAGE_TOOLS = ("docker", "podman")

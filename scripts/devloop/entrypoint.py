@@ -25,9 +25,10 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from devloop import amx, logs
+from devloop import amx
+from devloop.common import logs
 from devloop import cpus as cpu_info
-from devloop.errors import UsageError
+from devloop.common.errors import UsageError
 
 log = logging.getLogger("devloop.entrypoint")
 

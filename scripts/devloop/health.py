@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlparse
 
-from devloop import crash, logs
-from devloop.errors import UsageError
+from devloop import crash
+from devloop.common import logs
+from devloop.common.errors import UsageError
 
 log = logging.getLogger("devloop.health")
 
@@ -168,7 +169,7 @@ def _short(error: Exception) -> str:
 class Progress:
     """One status line on stderr: rewritten in place on a terminal; in a log (Tilt, CI), a new
     line when the state changes and at least every `every` seconds while it does not. Off a
-    terminal the lines are JSON log records (devloop.logs) unless DEVLOOP_LOG_FORMAT=text; the
+    terminal the lines are JSON log records (devloop.common.logs) unless DEVLOOP_LOG_FORMAT=text; the
     message keeps the readable text, the fields carry elapsed_s and waiting_for."""
 
     def __init__(self, stream=sys.stderr, every: float = 15.0) -> None:

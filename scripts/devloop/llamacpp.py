@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from devloop import manifests
-from devloop.errors import DevloopError
+from devloop.common.errors import DevloopError
 
 DIR_ENV = "DEVLOOP_LLAMACPP_DIR"
 SETUP_SCRIPT = "scripts/setup-llamacpp.sh"

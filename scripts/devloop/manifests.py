@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from devloop.errors import DevloopError, UsageError
+from devloop.common.errors import DevloopError, UsageError
 
 KUSTOMIZE_DIR = "kustomize"
 OVERLAYS_DIR = f"{KUSTOMIZE_DIR}/overlays"

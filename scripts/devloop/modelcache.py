@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
-from devloop.errors import DevloopError, UsageError
+from devloop.common.errors import DevloopError, UsageError
 
 MANIFEST_JSON = "manifest.json"
 MANIFEST_SHA256 = "MANIFEST.sha256"

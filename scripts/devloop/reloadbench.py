@@ -41,8 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from devloop.benchstats import percentile
-from devloop.errors import DevloopError, UsageError
-from devloop.ports import free_port
+from devloop.common.errors import DevloopError, UsageError
+from devloop.common.ports import free_port
 from devloop.serve import stop_server
 
 TARGET_MS = 300.0  # issue 12: new code answers within 0.3 s of the file landing

@@ -19,8 +19,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from devloop import crash, entrypoint, health, logs, manifests
-from devloop.errors import DevloopError, UsageError
+from devloop import crash, entrypoint, health, manifests
+from devloop.common import logs
+from devloop.common.errors import DevloopError, UsageError
 
 log = logging.getLogger("devloop.serve")
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devloop.errors import UsageError
+from devloop.common.errors import UsageError
 
 # Bump when the output changes for the same inputs, so caches made by older code are not reused.
 GENERATOR_VERSION = 1

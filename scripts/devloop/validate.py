@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from devloop import manifests
-from devloop.errors import DevloopError
+from devloop.common.errors import DevloopError
 
 # The oldest Kubernetes minor the local clusters we support still ship (Docker Desktop, kind,
 # k3d, minikube as of 2026); an object valid here is valid on newer ones.

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import requests
 from devloop import health, manifests
-from devloop.ports import free_port
+from devloop.common.ports import free_port
 
 from . import podman, podspec
 

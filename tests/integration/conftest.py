@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from devloop.errors import DevloopError
-from devloop.ports import free_port, wait_until_listening
+from devloop.common.errors import DevloopError
+from devloop.common.ports import free_port, wait_until_listening
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 

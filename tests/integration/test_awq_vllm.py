@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from devloop import health, serve, tinymodel
-from devloop.ports import free_port
+from devloop.common.ports import free_port
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="installed by scripts/bootstrap.sh")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 from devloop import health, serve
-from devloop.ports import free_port
+from devloop.common.ports import free_port
 
 from ..conftest import VLLM_READY_TIMEOUT
 from ..manifests.policy import ENGINE_TEARDOWN_SECONDS

@@ -83,7 +83,7 @@ def test_a_port_in_use_is_one_line_and_exit_2_before_anything_claims_to_serve(
 ) -> None:
     import socket
 
-    from devloop.ports import free_port
+    from devloop.common.ports import free_port
 
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from devloop import logs, manifests
+from devloop import manifests
+from devloop.common import logs
 
 ROOT = manifests.project_root(Path(__file__).parent)
 

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from devloop.amx import cpu_flags
-from devloop.ports import free_port
+from devloop.common.ports import free_port
 from devloop.serve import port_is_free
 
 pytestmark = pytest.mark.vllm

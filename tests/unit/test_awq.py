@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devloop import awq, tinymodel
-from devloop.errors import UsageError
+from devloop.common.errors import UsageError
 
 torch = pytest.importorskip("torch", reason="installed with vLLM by scripts/bootstrap.sh")
 

@@ -25,7 +25,7 @@ from devloop.bench import (
     parse_rate_list,
     run_benchmark,
 )
-from devloop.errors import UsageError
+from devloop.common.errors import UsageError
 
 SEEN = web.AppKey("seen", list)
 FIRST_TOKEN_S = 0.30

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devloop import benchcompare, benchplans, llamacpp, membw, procmem
-from devloop.errors import DevloopError, UsageError
+from devloop.common.errors import DevloopError, UsageError
 
 
 def test_every_plan_names_a_baseline_it_runs_and_kinds_that_exist():

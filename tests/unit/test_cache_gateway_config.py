@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from devloop.cachekey import CachePolicy
 from devloop.cli import build_parser
-from devloop.errors import UsageError
+from devloop.common.errors import UsageError
 from devloop.gateway import config_from_args, config_from_env
 from devloop.gateway.config import ENV_FIELDS
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from devloop import cli
-from devloop.errors import DEBUG_ENV
+from devloop.common.errors import DEBUG_ENV
 
 # (argv, environment additions, expected exit code). Each input is broken in one way, and none
 # reaches a server, a cluster or vLLM: all of them fail before doing any real work.

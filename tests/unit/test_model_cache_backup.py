@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from devloop import modelcache
-from devloop.errors import DevloopError
+from devloop.common.errors import DevloopError
 
 
 def _make_cache(root: Path) -> dict[str, bytes]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from devloop import serve
-from devloop.ports import free_port as _free_port
+from devloop.common.ports import free_port as _free_port
 
 
 def test_settings_are_the_dev_overlays_rendered_configmap():

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("transformers", reason="installed with vLLM by scripts/bootstrap.sh")
 
 from devloop import tinymodel
-from devloop.errors import UsageError
+from devloop.common.errors import UsageError
 
 
 def digest(directory: Path) -> dict[str, str]:

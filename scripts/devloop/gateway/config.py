@@ -11,7 +11,7 @@ from typing import Any
 
 from devloop.cache import CacheConfig, check_redis_url
 from devloop.cachekey import CachePolicy
-from devloop.errors import UsageError
+from devloop.common.errors import UsageError
 
 
 @dataclass

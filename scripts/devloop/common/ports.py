@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 
-from devloop.errors import DevloopError
+from devloop.common.errors import DevloopError
 
 
 def free_port(host: str = "127.0.0.1") -> int:
