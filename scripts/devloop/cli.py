@@ -18,12 +18,12 @@ from devloop import __version__
 from devloop.common.errors import DEBUG_ENV, DevloopError
 
 SUBCOMMAND_MODULES = (
-    "devloop.render",
+    "devloop.manifests.render",
     "devloop.entrypoint",
     "devloop.health",
     "devloop.serve",
     "devloop.tinymodel",
-    "devloop.validate",
+    "devloop.manifests.validate",
     "devloop.bench",
     "devloop.benchcompare",
     "devloop.membw",

@@ -167,7 +167,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import requests
 
-    from devloop.manifests import project_root
+    from devloop.manifests.kustomize import project_root
 
     path = args.dashboard or project_root() / DASHBOARD_PATH
     dashboard = load_dashboard(path)

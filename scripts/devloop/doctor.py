@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from devloop import doctor_checks as checks
-from devloop import doctor_facts, manifests
+from devloop import doctor_facts
+from devloop.manifests import kustomize
 from devloop.common.errors import DevloopError
 
 # Where the image Tilt builds may be: Tilt builds with Docker; podman holds podman builds.
@@ -83,19 +84,19 @@ def gather(overlay: str, root: Path | None = None, env: Mapping[str, str] | None
     """Run the real commands and collect what the checks look at. `env` is the environment the
     tools run with (KUBECONFIG, PATH for tilt, docker and podman); default: this process's."""
     env = dict(os.environ if env is None else env)
-    root = root or manifests.project_root()
-    manifests.overlay_dir(overlay, root)  # an unknown overlay is a usage error, before any work
+    root = root or kustomize.project_root()
+    kustomize.overlay_dir(overlay, root)  # an unknown overlay is a usage error, before any work
     facts = doctor_facts.Facts(overlay=overlay, host_arch=host_architecture(env),
                                docker_default_platform=env.get("DOCKER_DEFAULT_PLATFORM", ""))
     try:
         facts = replace(facts, **overlay_facts(
-            manifests.load_objects(manifests.render_overlay(overlay, root))))
+            kustomize.load_objects(kustomize.render_overlay(overlay, root))))
     except DevloopError as error:
         facts = replace(facts, render_error=str(error))
     facts = replace(facts, smaller_overlays=_smaller_overlays(facts, root),
                     tilt_version=_tilt_version(env), **_newest_image(env))
     try:
-        kubectl = manifests.kubectl_path()
+        kubectl = kustomize.kubectl_path()
     except DevloopError as error:
         return replace(facts, kubectl_error=str(error))
     return _gather_cluster(replace(facts, kubectl=kubectl), kubectl, env)
@@ -106,12 +107,12 @@ def _smaller_overlays(facts: doctor_facts.Facts, root: Path) -> tuple[str, ...]:
     if facts.resources is None:
         return ()
     smaller = []
-    for name in manifests.overlay_names(root):
+    for name in kustomize.overlay_names(root):
         if name == facts.overlay:
             continue
         try:
             other = doctor_facts.overlay_resources(
-                manifests.load_objects(manifests.render_overlay(name, root)))
+                kustomize.load_objects(kustomize.render_overlay(name, root)))
         except DevloopError:
             continue
         if (other.memory_request_bytes < facts.resources.memory_request_bytes

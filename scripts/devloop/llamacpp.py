@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devloop import manifests
+from devloop.manifests import kustomize
 from devloop.common.errors import DevloopError
 
 DIR_ENV = "DEVLOOP_LLAMACPP_DIR"
@@ -63,7 +63,7 @@ def home() -> Path:
     override = os.environ.get(DIR_ENV)
     if override:
         return Path(override)
-    return manifests.project_root() / ".tools" / "llamacpp"
+    return kustomize.project_root() / ".tools" / "llamacpp"
 
 
 def python() -> Path:

@@ -19,7 +19,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from devloop import crash, entrypoint, health, manifests
+from devloop import crash, entrypoint, health
+from devloop.manifests import kustomize
 from devloop.common import logs
 from devloop.common.errors import DevloopError, UsageError
 
@@ -41,8 +42,8 @@ def default_cache_dir() -> Path:
 
 def overlay_engine_settings(overlay: str) -> dict[str, str]:
     """The engine ConfigMap's data as the overlay renders it (base env + overlay literals)."""
-    objects = manifests.load_objects(manifests.render_overlay(overlay))
-    configmap = manifests.find_object(objects, "ConfigMap", ENGINE_CONFIGMAP)
+    objects = kustomize.load_objects(kustomize.render_overlay(overlay))
+    configmap = kustomize.find_object(objects, "ConfigMap", ENGINE_CONFIGMAP)
     return {key: str(value) for key, value in (configmap.get("data") or {}).items()}
 
 

@@ -14,7 +14,7 @@ from devloop.dashboard import (
     missing_metrics,
     scrape_sample_names,
 )
-from devloop.manifests import project_root
+from devloop.manifests.kustomize import project_root
 
 pytestmark = pytest.mark.vllm
 

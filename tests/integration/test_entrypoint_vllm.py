@@ -10,7 +10,8 @@ import typing
 from pathlib import Path
 
 import pytest
-from devloop import manifests, serve
+from devloop import serve
+from devloop.manifests import kustomize
 from devloop.cpus import format_cpu_list
 from devloop.entrypoint import DTYPES, VLLM_SERVER_MODULE, Limits, load_config, vllm_args, vllm_env
 
@@ -22,7 +23,7 @@ GIB = 1 << 30
 BIG_NODE = Limits(cpus=list(range(8)), cpu_limit=6.0, memory_limit=16 * GIB,
                   physical_memory=64 * GIB)
 FORBIDDEN = ("--cpu-only", "VLLM_CPU_ONLY", "--disable-log-requests")
-ROOT = manifests.project_root(Path(__file__).parent)
+ROOT = kustomize.project_root(Path(__file__).parent)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def parse(parser, args: list[str]):
         raise AssertionError(f"vLLM's parser rejected {args}") from exited
 
 
-@pytest.mark.parametrize("overlay", manifests.overlay_names(ROOT))
+@pytest.mark.parametrize("overlay", kustomize.overlay_names(ROOT))
 def test_every_overlays_arguments_are_accepted_by_vllms_parser(overlay, tmp_path, vllm_parser):
     from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
 
@@ -86,7 +87,7 @@ def _vllm_keys_in(overlay: str, tmp_path: Path) -> set[str]:
     return {key for key in env if key.startswith("VLLM_")}
 
 
-@pytest.mark.parametrize("overlay", manifests.overlay_names(ROOT))
+@pytest.mark.parametrize("overlay", kustomize.overlay_names(ROOT))
 def test_every_vllm_variable_in_the_manifests_and_the_entrypoint_is_one_vllm_reads(
     overlay, tmp_path
 ):
@@ -123,8 +124,8 @@ def test_no_nonexistent_flag_or_variable_appears_in_kustomize_or_the_image():
 
 
 def test_rendered_overlays_carry_no_nonexistent_flag_or_variable():
-    for overlay in manifests.overlay_names(ROOT):
-        rendered = manifests.render_overlay(overlay, ROOT)
+    for overlay in kustomize.overlay_names(ROOT):
+        rendered = kustomize.render_overlay(overlay, ROOT)
         for word in FORBIDDEN:
             assert word not in rendered, f"overlay {overlay} renders {word}"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from devloop import manifests
+from devloop.manifests import kustomize
 from devloop.common import logs
 
-ROOT = manifests.project_root(Path(__file__).parent)
+ROOT = kustomize.project_root(Path(__file__).parent)
 
 # Fluent Bit strptime directives -> regex groups (%L: fractional seconds, any number of digits).
 _DIRECTIVES = {
@@ -65,8 +65,8 @@ def _sections(text: str, kind: str) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def fluent_bit() -> dict[str, dict[str, str]]:
     """The component as kustomize renders it: its parsers by name, and its pipeline sections."""
-    objects = manifests.load_objects(manifests.render(ROOT / "kustomize/components/logging"))
-    config = manifests.find_object(objects, "ConfigMap", "fluent-bit-config")["data"]
+    objects = kustomize.load_objects(kustomize.render(ROOT / "kustomize/components/logging"))
+    config = kustomize.find_object(objects, "ConfigMap", "fluent-bit-config")["data"]
     parsers = {p["Name"]: p for p in _sections(config["parsers.conf"], "PARSER")}
     return {"parsers": parsers, "config": config["fluent-bit.conf"]}
 

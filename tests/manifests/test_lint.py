@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 from .conftest import ROOT
 
@@ -14,7 +14,7 @@ CONFIG = Path(__file__).parent / "yamllint.yaml"
 
 
 def test_kustomize_tree_passes_yamllint():
-    files = [str(path) for path in sorted((ROOT / manifests.KUSTOMIZE_DIR).rglob("*.yaml"))
+    files = [str(path) for path in sorted((ROOT / kustomize.KUSTOMIZE_DIR).rglob("*.yaml"))
              if "crds" not in path.parts]
     assert len(files) > 20
     result = subprocess.run([sys.executable, "-m", "yamllint", "--strict", "-c", str(CONFIG), *files],

@@ -9,7 +9,7 @@ import os
 import pytest
 import yaml
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 from . import policy
 from .conftest import write_kustomization
@@ -43,7 +43,7 @@ def test_no_kustomization_uses_deprecated_common_labels():
 
     offenders = [
         str(path.relative_to(ROOT))
-        for path in (ROOT / manifests.KUSTOMIZE_DIR).rglob("kustomization.yaml")
+        for path in (ROOT / kustomize.KUSTOMIZE_DIR).rglob("kustomization.yaml")
         if "commonLabels" in yaml.safe_load(path.read_text())
     ]
     assert offenders == []
@@ -57,11 +57,11 @@ def _objects(render_target, target="overlay:optimized"):
 
 
 def _find(objects, kind, name_prefix):
-    return manifests.find_object(objects, kind, name_prefix)
+    return kustomize.find_object(objects, kind, name_prefix)
 
 
 def test_ingress_without_the_cache_component_is_a_dangling_route(tmp_path):
-    objects = manifests.load_objects(manifests.render(write_kustomization(tmp_path, ("ingress",))))
+    objects = kustomize.load_objects(kustomize.render(write_kustomization(tmp_path, ("ingress",))))
     assert policy.ingress_violations(objects) == [
         "Ingress/llm routes to missing Service/llm-gateway"
     ]
@@ -145,7 +145,7 @@ def test_a_guide_flag_in_the_config_is_caught(render_target):
 
 def test_a_typo_in_an_overlays_engine_settings_is_caught(tmp_path):
     """Rendered for real: an overlay of the dev overlay adding MAX_NUM_SEQ=8 by mistake."""
-    dev = manifests.overlay_dir("dev", manifests.project_root())
+    dev = kustomize.overlay_dir("dev", kustomize.project_root())
     (tmp_path / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\n"
         "kind: Kustomization\n"
@@ -156,7 +156,7 @@ def test_a_typo_in_an_overlays_engine_settings_is_caught(tmp_path):
         "    literals:\n"
         "      - MAX_NUM_SEQ=8\n"
     )
-    objects = manifests.load_objects(manifests.render(tmp_path))
+    objects = kustomize.load_objects(kustomize.render(tmp_path))
     [violation] = policy.engine_setting_violations(objects)
     assert violation.endswith("unknown engine setting MAX_NUM_SEQ (did you mean MAX_NUM_SEQS?)")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import starlark
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 from .conftest import CRD_FILES, OVERLAYS, ROOT, TILTFILE, evaluate
 from .fake_kubectl import FakeCluster
@@ -69,7 +69,7 @@ def test_deploys_exactly_what_kubectl_kustomize_renders_where_the_cluster_has_ev
     handed = rec.k8s_yaml[0]
     assert isinstance(handed, Blob), "k8s_yaml got a string, which Tilt reads as a file path"
     assert handed.source == f"kustomize/overlays/{overlay}"
-    assert handed.text == manifests.render_overlay(overlay, ROOT)
+    assert handed.text == kustomize.render_overlay(overlay, ROOT)
 
 
 def test_overlay_defaults_to_dev():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import starlark
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 from .conftest import CRD_FILES, OVERLAYS, ROOT, TILTFILE
 from .fake_kubectl import FakeCluster
@@ -30,7 +30,7 @@ def builtin_groups() -> frozenset[str]:
     """The API groups of every built-in kind, from kubernetes-validate's Kubernetes schema."""
     import kubernetes_validate
 
-    from devloop import validate
+    from devloop.manifests import validate
 
     schema_dir = (Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
                   / f"v{validate.KUBERNETES_VERSION}-local-strict")
@@ -52,7 +52,7 @@ def test_the_tiltfiles_builtin_groups_are_those_of_kubernetes_own_kinds():
 
 @overlays
 def test_a_bare_cluster_gets_every_object_but_those_whose_crd_it_lacks(overlay):
-    rendered = manifests.load_objects(manifests.render_overlay(overlay, ROOT))
+    rendered = kustomize.load_objects(kustomize.render_overlay(overlay, ROOT))
     cluster = FakeCluster()
     _, rec = _run(overlay, cluster)
     assert rec.failure is None

@@ -30,7 +30,7 @@ from typing import Any
 import starlark
 import yaml
 
-from devloop import manifests
+from devloop.manifests.kustomize import render as render_kustomization
 
 from .fake_kubectl import FakeCluster, KubectlFailed
 
@@ -250,7 +250,7 @@ class TiltEnvironment:
             directory = Path(self._abs(pathToDir))
             rec.watched.append(self._rel(pathToDir))
             return starlark.OpaquePythonObject(
-                Blob(manifests.render(directory), source=self._rel(pathToDir))
+                Blob(render_kustomization(directory), source=self._rel(pathToDir))
             )
 
         def k8s_yaml(yaml: Any, allow_duplicates: bool = False) -> None:  # noqa: A002

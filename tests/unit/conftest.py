@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from devloop import manifests
+from devloop.manifests import kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,5 +13,5 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, list[dict]]:
     """Every overlay's objects, as `kubectl kustomize` renders them."""
-    return {name: manifests.load_objects(manifests.render_overlay(name, ROOT))
-            for name in manifests.overlay_names(ROOT)}
+    return {name: kustomize.load_objects(kustomize.render_overlay(name, ROOT))
+            for name in kustomize.overlay_names(ROOT)}

@@ -17,7 +17,7 @@ from devloop.dashboard import (
     missing_metrics,
     scrape_sample_names,
 )
-from devloop.manifests import project_root
+from devloop.manifests.kustomize import project_root
 
 # A piece of a real vLLM 0.32 /metrics page, as scraped from the CPU server.
 SCRAPE = """\

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devloop import manifests
+from devloop.manifests import kustomize
 from devloop.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def test_every_devloop_command_in_the_readme_parses():
 
 @pytest.mark.parametrize("path", sorted(set(re.findall(r"kubectl kustomize (kustomize/overlays/\w+)", README))))
 def test_readme_render_commands_run(path):
-    result = subprocess.run([manifests.kubectl_path(), "kustomize", path], cwd=ROOT,
+    result = subprocess.run([kustomize.kubectl_path(), "kustomize", path], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "kind: Deployment" in result.stdout

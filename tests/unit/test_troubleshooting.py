@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devloop import manifests
+from devloop.manifests import kustomize
 from devloop.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def overlays() -> dict[str, Overlay]:
     """Namespace -> the rendered overlay that deploys into it."""
     by_namespace = {}
     for name in ("dev", "optimized"):
-        objects = manifests.load_objects(manifests.render_overlay(name, ROOT))
+        objects = kustomize.load_objects(kustomize.render_overlay(name, ROOT))
         namespace = next(obj["metadata"]["name"] for obj in objects if obj["kind"] == "Namespace")
         by_namespace[namespace] = Overlay(namespace, objects)
     return by_namespace
@@ -172,7 +172,7 @@ def kubectl_accepts(command: str) -> subprocess.CompletedProcess:
     tokens = shlex.split(command.split(" | ")[0], comments=True)[1:]
     if "--" in tokens:
         tokens = tokens[:tokens.index("--")]
-    return subprocess.run([manifests.kubectl_path(), *tokens, "--help"], capture_output=True, text=True,
+    return subprocess.run([kustomize.kubectl_path(), *tokens, "--help"], capture_output=True, text=True,
                           env={"KUBECONFIG": "/nonexistent", "PATH": "/usr/bin:/bin"}, timeout=60,
                           check=False)
 

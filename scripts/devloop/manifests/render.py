@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections import Counter
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
@@ -22,13 +22,13 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rendered = manifests.render_overlay(args.overlay)
+    rendered = kustomize.render_overlay(args.overlay)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:
             out.write(rendered)
     else:
         sys.stdout.write(rendered)
-    kinds = Counter(obj["kind"] for obj in manifests.load_objects(rendered))
+    kinds = Counter(obj["kind"] for obj in kustomize.load_objects(rendered))
     summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
     print(f"overlay {args.overlay}: {summary}", file=sys.stderr)
     return 0

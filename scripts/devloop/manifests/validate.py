@@ -17,13 +17,13 @@ from typing import Any
 
 import yaml
 
-from devloop import manifests
+from devloop.manifests import kustomize
 from devloop.common.errors import DevloopError
 
 # The oldest Kubernetes minor the local clusters we support still ship (Docker Desktop, kind,
 # k3d, minikube as of 2026); an object valid here is valid on newer ones.
 KUBERNETES_VERSION = "1.32.0"
-CRD_DIR = f"{manifests.KUSTOMIZE_DIR}/crds"
+CRD_DIR = f"{kustomize.KUSTOMIZE_DIR}/crds"
 
 
 @dataclass
@@ -104,7 +104,7 @@ def validate_objects(
 def validate_overlay(name: str, root: Path, crd_schemas: dict) -> OverlayReport:
     report = OverlayReport(overlay=name)
     started = time.perf_counter()
-    objects = manifests.load_objects(manifests.render_overlay(name, root))
+    objects = kustomize.load_objects(kustomize.render_overlay(name, root))
     rendered = time.perf_counter()
     report.errors = validate_objects(objects, crd_schemas)
     report.objects = len(objects)
@@ -126,10 +126,10 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = manifests.project_root()
-    names = args.overlay or manifests.overlay_names(root)
+    root = kustomize.project_root()
+    names = args.overlay or kustomize.overlay_names(root)
     for name in names:
-        manifests.overlay_dir(name, root)  # an unknown name fails before any work is done
+        kustomize.overlay_dir(name, root)  # an unknown name fails before any work is done
     crd_schemas = load_crd_schemas(root / CRD_DIR)
     started = time.perf_counter()
     reports = [validate_overlay(name, root, crd_schemas) for name in names]

@@ -32,7 +32,7 @@ def project_root(start: Path | None = None) -> Path:
     else the checkout this package was installed from (editable install)."""
     candidates = [start or Path.cwd()]
     candidates += list(candidates[0].resolve().parents)
-    candidates.append(Path(__file__).resolve().parents[2])
+    candidates.append(Path(__file__).resolve().parents[3])
     for candidate in candidates:
         if (candidate / OVERLAYS_DIR).is_dir():
             return candidate
