@@ -86,7 +86,7 @@ def _stop_process_group(pid: int) -> None:
 
 def _start_vllm(state_dir: Path) -> dict:
     """Start the server and wait until the health check passes; the state to share."""
-    from devloop import health, serve
+    from devloop.engine import health, serve
 
     if importlib.util.find_spec("vllm") is None:
         return {"error": "vLLM is not installed in this environment: run "

@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devloop import benchplans, benchservers, cpus, membw, procmem
+from devloop import benchplans, benchservers, membw, procmem
+from devloop.engine import cpus
 from devloop.bench import BenchConfig, parse_int_list, run_benchmark
 from devloop.common.errors import DevloopError, UsageError
 
@@ -281,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rounds, --num-prompts, --input-len and --output-len must be 1 or more")
     if not procmem.available():
         raise DevloopError("bench-compare reads /proc/PID/smaps_rollup (Linux 4.14+) for memory")
-    from devloop import tinymodel
+    from devloop.engine import tinymodel
 
     args.models_dir = args.models_dir or tinymodel.default_cache_dir()
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 A candidate is one server: vLLM through `devloop entrypoint` with an overlay's engine settings
 (what the pod runs), vLLM with its own defaults (the baseline every tuning claim is measured
 against), or llama.cpp's server on a GGUF file. Models are the generator's random-weight shapes
-(devloop.tinymodel), so every number here can be made again offline on any machine.
+(devloop.engine.tinymodel), so every number here can be made again offline on any machine.
 """
 
 from __future__ import annotations

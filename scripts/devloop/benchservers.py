@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devloop import benchplans, cpus, health, llamacpp, procmem, serve, tinymodel
-from devloop.entrypoint import VLLM_SERVER_MODULE
+from devloop import benchplans, llamacpp, procmem
+from devloop.engine import cpus, health, serve, tinymodel
+from devloop.engine.entrypoint import VLLM_SERVER_MODULE
 from devloop.common.errors import DevloopError
 from devloop.common.ports import free_port
 

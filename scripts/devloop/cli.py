@@ -19,10 +19,10 @@ from devloop.common.errors import DEBUG_ENV, DevloopError
 
 SUBCOMMAND_MODULES = (
     "devloop.manifests.render",
-    "devloop.entrypoint",
-    "devloop.health",
-    "devloop.serve",
-    "devloop.tinymodel",
+    "devloop.engine.entrypoint",
+    "devloop.engine.health",
+    "devloop.engine.serve",
+    "devloop.engine.tinymodel",
     "devloop.manifests.validate",
     "devloop.bench",
     "devloop.benchcompare",

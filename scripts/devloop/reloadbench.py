@@ -43,7 +43,7 @@ from pathlib import Path
 from devloop.benchstats import percentile
 from devloop.common.errors import DevloopError, UsageError
 from devloop.common.ports import free_port
-from devloop.serve import stop_server
+from devloop.engine.serve import stop_server
 
 TARGET_MS = 300.0  # issue 12: new code answers within 0.3 s of the file landing
 CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import requests
-from devloop import health
+from devloop.engine import health
 from devloop.manifests import kustomize
 from devloop.common.ports import free_port
 

@@ -252,7 +252,7 @@ def test_dependency_image_and_entrypoint_changes_rebuild(tilt_up):
     the engine's PID 1 and execs vLLM, so a synced copy would never run: all three rebuild."""
     build = _build(tilt_up("dev")[0])
     fall_back = {_in_context(build, p) for p in _fall_back_paths(build)}
-    assert {"pyproject.toml", "image", "scripts/devloop/entrypoint.py"} <= fall_back
+    assert {"pyproject.toml", "image", "scripts/devloop/engine/entrypoint.py"} <= fall_back
     for path in fall_back:
         assert (build.context / path).exists(), f"fall_back_on names a missing path {path}"
 

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from devloop import cpus
-from devloop.entrypoint import (
+from devloop.manifests.kustomize import project_root
+from devloop.engine import cpus
+from devloop.engine.entrypoint import (
     SETTINGS,
     ConfigError,
     Limits,
@@ -22,7 +23,7 @@ from devloop.entrypoint import (
     vllm_env,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = project_root(Path(__file__).parent)
 GIB = 1 << 30
 TWO_CPUS = Limits(cpus=[0, 1], cpu_limit=2.0, memory_limit=4 * GIB, physical_memory=24 * GIB)
 

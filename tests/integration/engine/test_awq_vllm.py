@@ -1,6 +1,6 @@
 """The optimized overlay's model format, AWQ 4-bit, served for real by vLLM's CPU backend.
 
-A tiny random-weight AWQ checkpoint (AutoAWQ's GEMM layout, devloop.awq) goes through the pod's
+A tiny random-weight AWQ checkpoint (AutoAWQ's GEMM layout, devloop.engine.tinymodel.awq) goes through the pod's
 own path: the optimized overlay's rendered engine settings, `devloop entrypoint`, vLLM. The
 overlay's settings are scaled to this machine only where they must be (threads: `auto` instead
 of 6; a 1 GiB KV cache instead of 5 for a model this small) and eager mode keeps the start
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from devloop import health, serve, tinymodel
+from devloop.engine import health, serve, tinymodel
 from devloop.common.ports import free_port
 
 pytestmark = pytest.mark.vllm

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlparse
 
-from devloop import crash
+from devloop.engine import crash
 from devloop.common import logs
 from devloop.common.errors import UsageError
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from devloop import awq, tinymodel
+from devloop.engine.tinymodel import awq
+from devloop.engine import tinymodel
 from devloop.common.errors import UsageError
 
 torch = pytest.importorskip("torch", reason="installed with vLLM by scripts/bootstrap.sh")

@@ -25,9 +25,9 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from devloop import amx
+from devloop.engine import amx
 from devloop.common import logs
-from devloop import cpus as cpu_info
+from devloop.engine import cpus as cpu_info
 from devloop.common.errors import UsageError
 
 log = logging.getLogger("devloop.entrypoint")
@@ -355,7 +355,7 @@ def resolve_model(config: EngineConfig) -> EngineConfig:
     """For `tiny`, generate (or find in the cache under HF_HOME) the offline model."""
     if config.model_source != TINY_MODEL:
         return config
-    from devloop import tinymodel
+    from devloop.engine import tinymodel
 
     path = tinymodel.ensure_model("tiny", cache_dir=Path(config.hf_home) / tinymodel.CACHE_SUBDIR)
     return replace(config, model=str(path))

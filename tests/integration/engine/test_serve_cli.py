@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from devloop.amx import cpu_flags
+from devloop.engine.amx import cpu_flags
 from devloop.common.ports import free_port
-from devloop.serve import port_is_free
+from devloop.engine.serve import port_is_free
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="installed by scripts/bootstrap.sh")

@@ -9,7 +9,7 @@ Shapes from one generator:
 - `qwen3-8b`: the architecture of the optimized overlay's DeepSeek-R1-0528-Qwen3-8B, for
   measuring that overlay offline; only with `--quant awq` (in bf16 it would be 16 GB).
 
-`--quant awq` writes any shape as the AWQ 4-bit checkpoint AutoAWQ exports (devloop.awq), the
+`--quant awq` writes any shape as the AWQ 4-bit checkpoint AutoAWQ exports (devloop.engine.tinymodel.awq), the
 format of the optimized overlay's model, streamed one layer at a time.
 
 The tokenizer is trained here with `tokenizers` on a fixed built-in text, so the result depends
@@ -196,7 +196,7 @@ def cache_key(shape: ModelShape, seed: int, quant: str | None = None) -> str:
     """A short hash of every input to the generator: same key, same files."""
     inputs: dict[str, Any] = {"version": GENERATOR_VERSION, "shape": asdict(shape), "seed": seed}
     if quant is not None:  # absent for unquantized models, so their existing keys stay valid
-        from devloop import awq
+        from devloop.engine.tinymodel import awq
 
         inputs["quant"] = {"method": quant, "config": awq.QUANTIZATION_CONFIG}
     material = json.dumps(
@@ -375,7 +375,7 @@ def _write_quantized_model(shape: ModelShape, seed: int, out: Path) -> None:
     """The AWQ checkpoint of `shape`: config with its quantization_config, tokenizer, weights."""
     from transformers import GenerationConfig
 
-    from devloop import awq
+    from devloop.engine.tinymodel import awq
 
     tokenizer = train_tokenizer(shape)
     config = model_config(shape, tokenizer)

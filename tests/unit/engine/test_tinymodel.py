@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("transformers", reason="installed with vLLM by scripts/bootstrap.sh")
 
-from devloop import tinymodel
+from devloop.engine import tinymodel
 from devloop.common.errors import UsageError
 
 

@@ -16,10 +16,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from devloop import amx
-from devloop.entrypoint import EngineConfig, fall_back_from_amx
+from devloop.manifests.kustomize import project_root
+from devloop.engine import amx
+from devloop.engine.entrypoint import EngineConfig, fall_back_from_amx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = project_root(Path(__file__).parent)
 AMX_FLAGS = {"avx512f", "amx_tile", "amx_bf16", "amx_int8"}
 HAS_AMX = "amx_tile" in amx.cpu_flags() and sys.platform.startswith("linux")
 
@@ -100,7 +101,7 @@ def test_a_success_that_grants_nothing_is_a_refusal():
 def test_the_real_kernel_grants_the_permission_and_a_second_request_is_harmless():
     """In a fresh process: the permission is absent before the request and present after."""
     script = (
-        "from devloop import amx\n"
+        "from devloop.engine import amx\n"
         "before = amx.permission_held()\n"
         "first, second = amx.request_permission(), amx.request_permission()\n"
         "print(before, first.permission.name, second.permission.name, amx.permission_held())\n"
@@ -153,7 +154,7 @@ def test_the_entrypoint_keeps_bf16_when_the_kernel_grants_amx(caplog):
 def test_the_plugin_is_registered_in_vllms_general_plugins_group():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     group = project["project"]["entry-points"]["vllm.general_plugins"]
-    assert group == {amx.PLUGIN_NAME: "devloop.amx:vllm_plugin"}
+    assert group == {amx.PLUGIN_NAME: "devloop.engine.amx:vllm_plugin"}
 
 
 def test_the_installed_metadata_carries_the_plugin():
@@ -161,7 +162,7 @@ def test_the_installed_metadata_carries_the_plugin():
     from importlib.metadata import entry_points
 
     found = {point.name: point.value for point in entry_points(group="vllm.general_plugins")}
-    assert found.get(amx.PLUGIN_NAME) == "devloop.amx:vllm_plugin"
+    assert found.get(amx.PLUGIN_NAME) == "devloop.engine.amx:vllm_plugin"
 
 
 @pytest.mark.skipif(not HAS_AMX, reason="this CPU has no AMX tiles (grep amx_tile /proc/cpuinfo)")
@@ -177,8 +178,8 @@ def test_a_real_refusal_makes_the_entrypoint_serve_float32():
         "stack = StackT(ctypes.cast(buffer, ctypes.c_void_p), 0, 4096)\n"
         "assert ctypes.CDLL(None).sigaltstack(ctypes.byref(stack), None) == 0\n"
         "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
-        "from devloop import amx, entrypoint\n"
-        "from tests.unit.test_amx import _config\n"
+        "from devloop.engine import amx, entrypoint\n"
+        "from tests.unit.engine.test_amx import _config\n"
         "status = amx.request_permission()\n"
         "print(status.permission.name, status.detail)\n"
         "print(entrypoint.fall_back_from_amx(_config('bfloat16'), status).dtype)\n"

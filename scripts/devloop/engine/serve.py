@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from devloop import crash, entrypoint, health
+from devloop.engine import crash, entrypoint, health
 from devloop.manifests import kustomize
 from devloop.common import logs
 from devloop.common.errors import DevloopError, UsageError

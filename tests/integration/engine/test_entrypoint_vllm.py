@@ -10,10 +10,11 @@ import typing
 from pathlib import Path
 
 import pytest
-from devloop import serve
+from devloop.engine import serve
 from devloop.manifests import kustomize
-from devloop.cpus import format_cpu_list
-from devloop.entrypoint import DTYPES, VLLM_SERVER_MODULE, Limits, load_config, vllm_args, vllm_env
+from devloop.engine.amx import cpu_flags
+from devloop.engine.cpus import format_cpu_list
+from devloop.engine.entrypoint import DTYPES, VLLM_SERVER_MODULE, Limits, load_config, vllm_args, vllm_env
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="installed by scripts/bootstrap.sh")
@@ -147,14 +148,14 @@ def test_the_entrypoint_execs_so_the_server_process_is_vllm_itself(vllm_server):
 
 
 def test_vllms_own_plugin_loader_finds_the_amx_plugin():
-    from devloop import amx
+    from devloop.engine import amx
     from vllm.plugins import DEFAULT_PLUGINS_GROUP, load_plugins_by_group
 
     plugins = load_plugins_by_group(DEFAULT_PLUGINS_GROUP)
     assert plugins[amx.PLUGIN_NAME] is amx.vllm_plugin
 
 
-@pytest.mark.skipif("amx_tile" not in __import__("devloop.amx").amx.cpu_flags(),
+@pytest.mark.skipif("amx_tile" not in cpu_flags(),
                     reason="this CPU has no AMX tiles (grep amx_tile /proc/cpuinfo)")
 def test_a_process_that_loads_vllms_general_plugins_holds_the_amx_permission():
     """What every vLLM process (API server, engine core, workers) does before its kernels run."""
@@ -162,7 +163,7 @@ def test_a_process_that_loads_vllms_general_plugins_holds_the_amx_permission():
     import sys
 
     script = (
-        "from devloop import amx\n"
+        "from devloop.engine import amx\n"
         "before = amx.permission_held()\n"
         "from vllm.plugins import load_general_plugins\n"
         "load_general_plugins()\n"

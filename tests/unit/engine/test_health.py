@@ -14,7 +14,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from devloop import health
+from devloop.engine import health
 
 
 def _closed_port() -> int:

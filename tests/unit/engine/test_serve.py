@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from devloop import serve
+from devloop.engine import serve
 from devloop.common.ports import free_port as _free_port
 
 
@@ -94,7 +94,7 @@ def test_the_server_process_dies_with_a_killed_serve(tmp_path):
     pid_file = tmp_path / "child.pid"
     parent = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time\n"
-        "from devloop.serve import stop_with_parent\n"
+        "from devloop.engine.serve import stop_with_parent\n"
         "child = subprocess.Popen(['sleep', '60'], start_new_session=True, preexec_fn=stop_with_parent)\n"
         f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
         "time.sleep(60)\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from devloop import crash
+from devloop.engine import crash
 
 AMX_CRASH = """\
 (APIServer pid=2644) INFO 11-26 13:34:29 [entry.py:140] Starting vLLM server on http://127.0.0.1:18000

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from devloop import health, serve
+from devloop.engine import health, serve
 from devloop.common.ports import free_port
 
-from ..conftest import VLLM_READY_TIMEOUT
-from ..manifests.policy import ENGINE_TEARDOWN_SECONDS
+from tests.conftest import VLLM_READY_TIMEOUT
+from tests.manifests.policy import ENGINE_TEARDOWN_SECONDS
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="installed by scripts/bootstrap.sh")
