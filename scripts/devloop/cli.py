@@ -29,7 +29,7 @@ SUBCOMMAND_MODULES = (
     "devloop.membw",
     "devloop.dashboard",
     "devloop.gateway",
-    "devloop.cache_cli",
+    "devloop.gateway.cache.command",
     "devloop.modelcache",
     "devloop.reloadbench",
     "devloop.doctor",

@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from devloop.cache import REDIS_KEY_PREFIX, check_redis_url, flush_redis, make_redis_client
-from devloop.cachekey import cache_key
+from devloop.gateway.cache.store import REDIS_KEY_PREFIX, check_redis_url, flush_redis, make_redis_client
+from devloop.gateway.cache.key import cache_key
 from devloop.common.errors import DevloopError, UsageError
 
 
@@ -79,16 +79,16 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     get.add_argument("--key-only", action="store_true", help="print the key and stop")
     get.set_defaults(handler=run_get)
 
-    from devloop import cachebench
+    from devloop.gateway.cache import bench
 
-    bench = actions.add_parser(
+    bench_parser = actions.add_parser(
         "bench",
         help="measure miss overhead and hit latency/throughput",
-        description=cachebench.__doc__,
+        description=bench.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cachebench.add_arguments(bench)
-    bench.set_defaults(handler=cachebench.run)
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(handler=bench.run)
 
 
 def _redis_call(url: str, action: Any) -> Any:

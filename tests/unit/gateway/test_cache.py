@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from devloop.cache import CacheConfig, ResponseCache
-from devloop.cachekey import CachePolicy, cache_key, is_cacheable
-from devloop.lru import LRUCache
+from devloop.gateway.cache.store import CacheConfig, ResponseCache
+from devloop.gateway.cache.key import CachePolicy, cache_key, is_cacheable
+from devloop.gateway.cache.lru import LRUCache
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -1,4 +1,4 @@
-"""The response cache: a two-tier store for answers, keyed by devloop.cachekey.
+"""The response cache: a two-tier store for answers, keyed by devloop.gateway.cache.key.
 
 Tier 1 is an in-process least-recently-used map bounded by entries and bytes. Tier 2 is Redis,
 shared by every gateway replica, with a TTL. A Redis hit fills tier 1.
@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from devloop.cachekey import KEY_VERSION
-from devloop.lru import LRUCache
+from devloop.gateway.cache.key import KEY_VERSION
+from devloop.gateway.cache.lru import LRUCache
 
 log = logging.getLogger("devloop.cache")
 

@@ -138,7 +138,7 @@ def wrk_load(
 async def library_load(
     redis_url: str, key: str, concurrency: int, duration: float
 ) -> dict[str, Any]:
-    from devloop.cache import CacheConfig, ResponseCache
+    from devloop.gateway.cache.store import CacheConfig, ResponseCache
 
     cache = ResponseCache(
         CacheConfig(max_entries=0, redis_url=redis_url, redis_timeout_seconds=1.0)

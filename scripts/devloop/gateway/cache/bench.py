@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devloop import cacheload
+from devloop.gateway.cache import loadgen
 from devloop.common.errors import DevloopError, UsageError
 from devloop.common.ports import free_port as _free_port
 from devloop.common.ports import wait_until_listening
@@ -111,7 +111,7 @@ async def _miss_overhead(
             await call(upstream)
             await call(gateway)
         # After the warm-up: the first requests import modules lazily and open connections.
-        cpu_before = cacheload.cpu_seconds(gateway_pid)
+        cpu_before = loadgen.cpu_seconds(gateway_pid)
         for _ in range(count):
             elapsed, _ = await call(upstream)
             direct.append(elapsed)
@@ -124,14 +124,14 @@ async def _miss_overhead(
             timing = headers.get("Server-Timing", "")
             upstream_ms = float(timing.split("dur=")[1]) if "dur=" in timing else 0.0
             added.append(elapsed - upstream_ms / 1000)
-    direct_p, via_p = cacheload.percentiles(direct), cacheload.percentiles(via)
+    direct_p, via_p = loadgen.percentiles(direct), loadgen.percentiles(via)
     return {
         "direct": direct_p,
         "via_gateway": via_p,
         "added_p50_ms_by_difference": round(via_p["p50_ms"] - direct_p["p50_ms"], 3),
         "added_p99_ms_by_difference": round(via_p["p99_ms"] - direct_p["p99_ms"], 3),
-        "added_by_server_timing": cacheload.percentiles(added),
-        "gateway_cpu_ms_per_request": cacheload.per_request_ms(cpu_before, cacheload.cpu_seconds(gateway_pid), count),
+        "added_by_server_timing": loadgen.percentiles(added),
+        "gateway_cpu_ms_per_request": loadgen.per_request_ms(cpu_before, loadgen.cpu_seconds(gateway_pid), count),
     }
 
 
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
         if prefill.status_code != 200:
             raise DevloopError(f"prefill failed: {prefill.status_code} {prefill.text[:200]}")
         time.sleep(0.2)  # the Redis write follows the answer
-        from devloop.cachekey import cache_key
+        from devloop.gateway.cache.key import cache_key
 
         key = cache_key("/v1/completions", body)
         result["answer_bytes"] = len(prefill.content)
@@ -297,23 +297,23 @@ def run(args: argparse.Namespace) -> int:
             level: dict[str, Any] = {"concurrency": concurrency}
             for name in ("local", "redis"):
                 url = gateways[name] + "/v1/completions"
-                cpu_before = cacheload.cpu_seconds(pids[name])
+                cpu_before = loadgen.cpu_seconds(pids[name])
                 if client == "wrk":
-                    level[f"{name}_tier"] = cacheload.wrk_load(
+                    level[f"{name}_tier"] = loadgen.wrk_load(
                         url, body, concurrency, args.duration, Path(workdir), admins[name]
                     )
                 else:
                     level[f"{name}_tier"] = asyncio.run(
-                        cacheload.hit_load(url, body, concurrency, args.duration)
+                        loadgen.hit_load(url, body, concurrency, args.duration)
                     )
                 # CPU per hit does not depend on how busy the machine is, unlike latency.
-                level[f"{name}_tier"]["gateway_cpu_us_per_request"] = cacheload.per_request_ms(
-                    cpu_before, cacheload.cpu_seconds(pids[name]), level[f"{name}_tier"].get("n", 0), 1e6
+                level[f"{name}_tier"]["gateway_cpu_us_per_request"] = loadgen.per_request_ms(
+                    cpu_before, loadgen.cpu_seconds(pids[name]), level[f"{name}_tier"].get("n", 0), 1e6
                 )
             level["library_redis_tier"] = asyncio.run(
-                cacheload.library_load(redis_url, key, concurrency, args.duration)
+                loadgen.library_load(redis_url, key, concurrency, args.duration)
             )
-            level["redis_benchmark"] = cacheload.redis_benchmark(
+            level["redis_benchmark"] = loadgen.redis_benchmark(
                 parsed.hostname or "127.0.0.1",
                 parsed.port or 6379,
                 concurrency,

@@ -68,7 +68,7 @@ def test_a_non_json_error_page_becomes_an_openai_error_body(start_gateway, toy_u
 
 
 def test_connection_refused_is_a_502_with_an_error_body(start_gateway) -> None:
-    from tests.integration.conftest import free_port
+    from devloop.common.ports import free_port
 
     gateway = start_gateway(f"http://127.0.0.1:{free_port()}")
     answer = _complete(gateway, "anything")
@@ -129,7 +129,7 @@ def test_streaming_passes_through_chunk_by_chunk(start_gateway, toy_upstream) ->
 
 
 def test_health_answers_while_the_engine_is_down_and_reports_it(start_gateway, redis_url) -> None:
-    from tests.integration.conftest import free_port
+    from devloop.common.ports import free_port
 
     gateway = start_gateway(f"http://127.0.0.1:{free_port()}", redis_url)
     health = requests.get(gateway.url + "/health", timeout=5)

@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from devloop.cachekey import CachePolicy
+from devloop.gateway.cache.key import CachePolicy
 from devloop.cli import build_parser
 from devloop.common.errors import UsageError
 from devloop.gateway import config_from_args, config_from_env
 from devloop.gateway.config import ENV_FIELDS
+from devloop.manifests.kustomize import project_root
 
-GATEWAY_ENV = (
-    Path(__file__).resolve().parents[2] / "kustomize" / "components" / "cache" / "gateway.env"
-)
+GATEWAY_ENV = project_root(Path(__file__).parent) / "kustomize" / "components" / "cache" / "gateway.env"
 
 
 def _env_file() -> dict[str, str]:
