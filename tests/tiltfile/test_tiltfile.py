@@ -378,7 +378,7 @@ def test_manifest_tests_rerun_when_kustomize_changes(tilt_up):
 def test_benchmark_button_runs_devloop_bench_when_it_exists(tilt_up):
     _, resources = tilt_up("dev")
     bench = [r for r in resources.values() if r.kind == "local" and "devloop bench " in f"{r.cmd} "]
-    has_bench = (ROOT / "scripts/devloop/bench.py").is_file()
+    has_bench = (ROOT / "scripts/devloop/bench/command.py").is_file()
     assert bool(bench) == has_bench
     for button in bench:
         assert button.trigger_mode == TriggerMode.MANUAL and button.auto_init is False

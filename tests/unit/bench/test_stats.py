@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from devloop.benchstats import LevelSummary, RequestResult, format_table, percentile, summarize
+from devloop.bench.stats import LevelSummary, RequestResult, format_table, percentile, summarize
 
 
 def test_percentile_interpolates_between_ranks_like_numpy():

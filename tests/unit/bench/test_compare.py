@@ -13,33 +13,33 @@ from pathlib import Path
 
 import pytest
 
-from devloop import benchcompare, benchplans, llamacpp, membw, procmem
+from devloop.bench import compare, llamacpp, membw, plans, procmem
 from devloop.common.errors import DevloopError, UsageError
 
 
 def test_every_plan_names_a_baseline_it_runs_and_kinds_that_exist():
-    for plan in benchplans.PLANS.values():
+    for plan in plans.PLANS.values():
         names = [c.name for c in plan.candidates]
         assert plan.baseline in names
         assert len(set(names)) == len(names)
-        assert {c.kind for c in plan.candidates} <= set(benchplans.KINDS)
+        assert {c.kind for c in plan.candidates} <= set(plans.KINDS)
 
 
 def test_only_keeps_the_named_candidates_and_an_unknown_name_lists_the_real_ones():
-    plan = benchplans.plan_by_name("llamacpp", ["llamacpp-q4_0", "vllm-optimized"])
+    plan = plans.plan_by_name("llamacpp", ["llamacpp-q4_0", "vllm-optimized"])
     assert [c.name for c in plan.candidates] == ["vllm-optimized", "llamacpp-q4_0"]
     assert plan.baseline == "vllm-optimized"  # the plan's own baseline was left out
     with pytest.raises(UsageError, match="llamacpp-bf16"):
-        benchplans.plan_by_name("llamacpp", ["nope"])
+        plans.plan_by_name("llamacpp", ["nope"])
     with pytest.raises(UsageError, match="awq-8b"):
-        benchplans.plan_by_name("nope")
+        plans.plan_by_name("nope")
 
 
 def test_the_8b_plan_runs_the_optimized_overlays_settings_apart_from_threads():
-    (candidate,) = benchplans.PLANS["awq-8b"].candidates
+    (candidate,) = plans.PLANS["awq-8b"].candidates
     assert candidate.overlay == "optimized"
     assert candidate.settings == {"CPU_THREADS": "auto"}  # KV cache, context, seqs: the overlay's
-    assert candidate.model == benchplans.ModelRef("qwen3-8b", quant="awq")
+    assert candidate.model == plans.ModelRef("qwen3-8b", quant="awq")
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def _level(concurrency: int, tok_s: float, tpot: float) -> dict:
 
 
 def test_summary_takes_medians_over_rounds_and_divides_by_the_baseline():
-    plan = benchplans.plan_by_name("llamacpp", ["vllm-defaults", "vllm-optimized"])
+    plan = plans.plan_by_name("llamacpp", ["vllm-defaults", "vllm-optimized"])
     rounds = [
         {"results": {"vllm-defaults": {"levels": [_level(1, d, 50)]},
                      "vllm-optimized": {"levels": [_level(1, o, 40)]}}}
@@ -112,14 +112,14 @@ def test_summary_takes_medians_over_rounds_and_divides_by_the_baseline():
     ]
     servers = {"vllm-defaults": {"bytes_read_per_token": 10**9},
                "vllm-optimized": {"bytes_read_per_token": 10**9}}
-    summary = benchcompare.summarize(plan, rounds, servers, read_gb_s=50.0)
+    summary = compare.summarize(plan, rounds, servers, read_gb_s=50.0)
     optimized = summary["vllm-optimized"]
     assert optimized["levels"]["1"]["output_tok_s"] == 25.0
     assert optimized["ratio_to_baseline"]["1"] == pytest.approx(25.0 / 11.0)
     assert optimized["decode_ceiling_tok_s"] == pytest.approx(50.0)
     assert optimized["c1_fraction_of_ceiling"] == pytest.approx(0.5)
     report = {"summary": summary, "rounds": 3, "read_gb_s": 50.0, "servers": {}}
-    table = benchcompare.format_table(plan, report)
+    table = compare.format_table(plan, report)
     assert "vllm-optimized" in table and "2.27" in table and "50%" in table
 
 
@@ -136,5 +136,5 @@ def test_the_cli_refuses_an_unknown_plan_and_bad_numbers():
                             capture_output=True, text=True)
     assert result.returncode == 2 and "invalid choice" in result.stderr
     with pytest.raises(UsageError, match="--rounds"):
-        benchcompare.run(Namespace(plan="tuning", only=None, concurrency="1", rounds=0,
+        compare.run(Namespace(plan="tuning", only=None, concurrency="1", rounds=0,
                                    num_prompts=1, input_len=1, output_len=1, one_at_a_time=False))

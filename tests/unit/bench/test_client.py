@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from devloop import cli
-from devloop.bench import (
+from devloop.bench.command import (
     BenchConfig,
     SSEParser,
     base_url,

@@ -1,4 +1,4 @@
-"""Start and stop the servers of a benchmark plan: each candidate of devloop.benchplans becomes a
+"""Start and stop the servers of a benchmark plan: each candidate of devloop.bench.plans becomes a
 running OpenAI-compatible server on a free port, timed from start to ready, with the PSS of all
 its processes sampled until it stops."""
 
@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devloop import benchplans, llamacpp, procmem
+from devloop.bench import llamacpp, plans, procmem
 from devloop.engine import cpus, health, serve, tinymodel
 from devloop.engine.entrypoint import VLLM_SERVER_MODULE
 from devloop.common.errors import DevloopError
@@ -22,7 +22,7 @@ READY_TIMEOUT = 1800.0  # an 8B model's load and compile on two busy cores
 _ENTRYPOINT_ONLY = ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU")
 
 
-def model_path(ref: benchplans.ModelRef, models_dir: Path) -> Path:
+def model_path(ref: plans.ModelRef, models_dir: Path) -> Path:
     """The candidate's model on disk, generated (and converted) on first use."""
     directory = tinymodel.ensure_model(ref.shape, quant=ref.quant, cache_dir=models_dir)
     return llamacpp.gguf_for(directory, ref.gguf) if ref.gguf else directory
@@ -38,7 +38,7 @@ class StartFailed(DevloopError):
 
 @dataclass
 class RunningServer:
-    candidate: benchplans.Candidate
+    candidate: plans.Candidate
     model: Path
     process: subprocess.Popen
     url: str
@@ -51,11 +51,11 @@ class RunningServer:
         self.memory.__exit__(None, None, None)
 
 
-def _command(candidate: benchplans.Candidate, model: Path, port: int
+def _command(candidate: plans.Candidate, model: Path, port: int
              ) -> tuple[list[str], dict[str, str]]:
     """argv and environment of a vllm-defaults or llamacpp candidate."""
     env = {k: v for k, v in os.environ.items() if k not in _ENTRYPOINT_ONLY}
-    if candidate.kind == benchplans.LLAMACPP:
+    if candidate.kind == plans.LLAMACPP:
         threads = cpus.usable_cpu_count(cpus.available_cpus(), cpus.cgroup_cpu_limit())
         return llamacpp.server_command(model, port, threads, context=2048), env
     env["VLLM_CPU_KVCACHE_SPACE"] = "1"  # else vLLM sizes its cache from the machine's RAM
@@ -66,9 +66,9 @@ def _command(candidate: benchplans.Candidate, model: Path, port: int
     return argv, env
 
 
-def _start_process(candidate: benchplans.Candidate, model: Path, port: int, workdir: Path,
+def _start_process(candidate: plans.Candidate, model: Path, port: int, workdir: Path,
                    log_path: Path) -> subprocess.Popen:
-    if candidate.kind == benchplans.VLLM:
+    if candidate.kind == plans.VLLM:
         settings = serve.local_environment(
             candidate.overlay, model=str(model), port=port, cache_dir=workdir,
             overrides={**candidate.settings, "SERVED_MODEL_NAME": candidate.name},
@@ -81,7 +81,7 @@ def _start_process(candidate: benchplans.Candidate, model: Path, port: int, work
                                 preexec_fn=serve.stop_with_parent)
 
 
-def start(candidate: benchplans.Candidate, models_dir: Path, workdir: Path) -> RunningServer:
+def start(candidate: plans.Candidate, models_dir: Path, workdir: Path) -> RunningServer:
     """Start `candidate` and return once it answers a completion (devloop health's check)."""
     model = model_path(candidate.model, models_dir)
     port = free_port()
@@ -96,7 +96,7 @@ def start(candidate: benchplans.Candidate, models_dir: Path, workdir: Path) -> R
         code = process.poll()
         return None if code is None else f"exited with code {code}"
 
-    if candidate.kind == benchplans.LLAMACPP:
+    if candidate.kind == plans.LLAMACPP:
         waiting_for = _wait_for_completion(url, READY_TIMEOUT, exited)
     else:
         report = health.wait_until_ready(url, READY_TIMEOUT, interval=1.0, give_up=exited)

@@ -2,13 +2,13 @@
 medians and ratios against a baseline, next to the memory-bandwidth ceiling of each model.
 
 On a shared, noisy machine a number is only worth comparing with one measured beside it. So a
-plan's servers (devloop.benchplans) are all started first (or, for big models, one at a time),
+plan's servers (devloop.bench.plans) are all started first (or, for big models, one at a time),
 then driven in rounds with `devloop bench`'s own client, the order reversed every round so no
 candidate always runs first; each round records the load average. The report gives per
 candidate the load time, the peak PSS of all its processes, and per concurrency the medians
 over rounds of output tok/s, TTFT and TPOT (p50, p99), with ratios to the baseline, and at
 concurrency 1 the fraction of the batch-1 decode ceiling (read bandwidth / weight bytes read per
-token, measured by devloop.membw in the same run).
+token, measured by devloop.bench.membw in the same run).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devloop import benchplans, benchservers, membw, procmem
+from devloop.bench import launcher, membw, plans, procmem
 from devloop.engine import cpus
-from devloop.bench import BenchConfig, parse_int_list, run_benchmark
+from devloop.bench.command import BenchConfig, parse_int_list, run_benchmark
 from devloop.common.errors import DevloopError, UsageError
 
 GIB = 1 << 30
@@ -72,7 +72,7 @@ def _metric(level: dict[str, Any], field: str, percentile: str | None) -> float 
     return value if percentile is None else value[percentile]
 
 
-def summarize(plan: benchplans.Plan, rounds: list[dict[str, Any]], servers: dict[str, dict],
+def summarize(plan: plans.Plan, rounds: list[dict[str, Any]], servers: dict[str, dict],
               read_gb_s: float) -> dict[str, Any]:
     """Medians over rounds per candidate and concurrency, ratios to the baseline, and the
     fraction of the decode ceiling reached at concurrency 1."""
@@ -106,7 +106,7 @@ def summarize(plan: benchplans.Plan, rounds: list[dict[str, Any]], servers: dict
     return summary
 
 
-def format_table(plan: benchplans.Plan, report: dict[str, Any]) -> str:
+def format_table(plan: plans.Plan, report: dict[str, Any]) -> str:
     """One row per candidate and concurrency: medians, ratio to the baseline, ceiling share."""
     header = ("candidate", "conc", "out tok/s", "x base", "TTFT p50", "TTFT p99", "TPOT p50",
               "TPOT p99", "of ceiling")
@@ -139,17 +139,17 @@ def format_table(plan: benchplans.Plan, report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _bench(server: benchservers.RunningServer, args: argparse.Namespace) -> dict[str, Any]:
+def _bench(server: launcher.RunningServer, args: argparse.Namespace) -> dict[str, Any]:
     config = BenchConfig(
         url=server.url, concurrency=list(args.concurrency), input_len=args.input_len,
         output_len=args.output_len, num_prompts=args.num_prompts, warmup=1, seed=args.seed,
         # llama-cpp-python ignores ignore_eos but honours min_tokens (vLLM: the other way).
-        min_tokens=server.candidate.kind == benchplans.LLAMACPP,
+        min_tokens=server.candidate.kind == plans.LLAMACPP,
     )
     return asyncio.run(run_benchmark(config, log=sys.stderr))
 
 
-def _record_server(servers: dict[str, dict], server: benchservers.RunningServer) -> None:
+def _record_server(servers: dict[str, dict], server: launcher.RunningServer) -> None:
     info = servers.setdefault(server.candidate.name, {
         "kind": server.candidate.kind, "model": server.candidate.model.label(),
         "model_path": str(server.model), "description": server.candidate.description,
@@ -168,29 +168,29 @@ def _record_server(servers: dict[str, dict], server: benchservers.RunningServer)
                                           round(peak.peak_unreclaimable_pss / GIB, 3))
 
 
-def _start(candidate: benchplans.Candidate, args: argparse.Namespace,
-           servers: dict[str, dict]) -> benchservers.RunningServer | None:
+def _start(candidate: plans.Candidate, args: argparse.Namespace,
+           servers: dict[str, dict]) -> launcher.RunningServer | None:
     """The running server, or None when it failed to start: the failure, its log and the memory
     it had reached go into the report, and the other candidates still run."""
     print(f"starting {candidate.name}", file=sys.stderr)
     try:
-        return benchservers.start(candidate, args.models_dir, args.workdir)
-    except benchservers.StartFailed as failure:
+        return launcher.start(candidate, args.models_dir, args.workdir)
+    except launcher.StartFailed as failure:
         print(f"devloop bench-compare: {failure}", file=sys.stderr)
         _record_server(servers, failure.server)
         servers[candidate.name]["error"] = str(failure).splitlines()[0]
         return None
 
 
-def run_plan(plan: benchplans.Plan, args: argparse.Namespace) -> dict[str, Any]:
+def run_plan(plan: plans.Plan, args: argparse.Namespace) -> dict[str, Any]:
     """Start, drive in alternating rounds, stop; the report as a JSON-ready dict. Long: it
     prints progress on stderr."""
     for candidate in plan.candidates:  # generation and conversion happen before any timing
         print(f"model for {candidate.name}: {candidate.model.label()}", file=sys.stderr)
-        benchservers.model_path(candidate.model, args.models_dir)
+        launcher.model_path(candidate.model, args.models_dir)
     threads = machine()["usable_cpus"]
     bandwidth_before = bandwidth(threads)
-    running: dict[str, benchservers.RunningServer] = {}
+    running: dict[str, launcher.RunningServer] = {}
     servers: dict[str, dict] = {}
     runs: list[dict[str, Any]] = []
     try:
@@ -248,9 +248,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "defaults, llama.cpp on GGUF files of the same random-weight model), drive them in "
         "alternating rounds with devloop bench's client, and print medians, ratios to the "
         "baseline, load time, peak PSS and the share of the memory-bandwidth decode ceiling. "
-        f"Plans: {', '.join(f'{p.name} ({p.description})' for p in benchplans.PLANS.values())}.",
+        f"Plans: {', '.join(f'{p.name} ({p.description})' for p in plans.PLANS.values())}.",
     )
-    parser.add_argument("--plan", required=True, choices=sorted(benchplans.PLANS))
+    parser.add_argument("--plan", required=True, choices=sorted(plans.PLANS))
     parser.add_argument("--only", help="comma-separated candidate names of the plan to run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per candidate (default 3)")
     parser.add_argument("--concurrency", default="1,4,8", help="load levels (default 1,4,8)")
@@ -274,7 +274,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
-    plan = benchplans.plan_by_name(args.plan, only)
+    plan = plans.plan_by_name(args.plan, only)
     if args.one_at_a_time:
         plan = dataclasses.replace(plan, one_at_a_time=True)
     args.concurrency = parse_int_list(args.concurrency, "--concurrency")

@@ -1,4 +1,4 @@
-"""Reading metric names out of the dashboard's PromQL (devloop.dashboard).
+"""Reading metric names out of the dashboard's PromQL (devloop.bench.dashboard).
 
 tests/integration/test_dashboard_metrics.py checks the names against a real vLLM scrape; these
 pin the extractor itself, including that a wrong name fails the check.
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from devloop.dashboard import (
+from devloop.bench.dashboard import (
     DASHBOARD_PATH,
     dashboard_metric_names,
     metric_names,

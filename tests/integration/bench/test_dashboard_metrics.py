@@ -8,7 +8,7 @@ import json
 import pytest
 import requests
 
-from devloop.dashboard import (
+from devloop.bench.dashboard import (
     DASHBOARD_PATH,
     dashboard_metric_names,
     missing_metrics,

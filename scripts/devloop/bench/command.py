@@ -2,7 +2,7 @@
 port-forward) and report throughput, TTFT, TPOT, inter-token and end-to-end latency.
 
 It streams every request so the first token and each later one are timed as they arrive, with
-the definitions of vLLM's own `vllm bench serve` (see devloop.benchstats). The dataset is random
+the definitions of vLLM's own `vllm bench serve` (devloop.bench.stats). The dataset is random
 words generated from the seed, no download. Each load level gets prompts of its own: vLLM caches
 prefixes, and a prompt seen at an earlier level would answer its first token from that cache.
 When the server has vLLM's /tokenize endpoint, each prompt is grown or trimmed until it is
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from devloop import __version__
-from devloop.benchstats import LevelSummary, RequestResult, format_table, summarize
+from devloop.bench.stats import LevelSummary, RequestResult, format_table, summarize
 from devloop.common.errors import DevloopError, UsageError
 
 # Short, frequent English words: a BPE tokenizer (Qwen, Llama, GPT) encodes each, with its
