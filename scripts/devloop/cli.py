@@ -30,9 +30,9 @@ SUBCOMMAND_MODULES = (
     "devloop.bench.dashboard",
     "devloop.gateway",
     "devloop.gateway.cache.command",
-    "devloop.modelcache",
+    "devloop.ops.modelcache.command",
     "devloop.bench.reload",
-    "devloop.doctor",
+    "devloop.ops.doctor.command",
 )
 
 

@@ -25,7 +25,7 @@ ROOT_ALLOWED = {
 ENDPOINT_REMOVAL_SECONDS = 5
 DECODE_SPEED_ANNOTATION = "vllm-devloop/decode-tokens-per-second"
 # vLLM 0.32 after its drain: engine core and worker teardown, then the HTTP server. Measured
-# 13.3 s on the 2-core VM (tests/integration/test_engine_drain_vllm.py pins this bound).
+# 13.3 s on the 2-core VM (tests/integration/engine/test_engine_drain_vllm.py pins this bound).
 ENGINE_TEARDOWN_SECONDS = 30
 # The gateway after its in-flight wait: closing its Redis and upstream sessions.
 GATEWAY_EXIT_SECONDS = 5

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from devloop.manifests import kustomize
-from devloop.doctor_checks import is_local_context
+from devloop.ops.doctor.checks import is_local_context
 
 from .conftest import ROOT
 

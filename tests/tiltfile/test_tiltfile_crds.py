@@ -129,7 +129,7 @@ def test_str_of_a_local_blob_is_its_text_as_in_tilt(tmp_path):
 
 
 def test_the_warning_gives_devloop_doctors_advice_word_for_word():
-    from devloop.doctor_checks import CRD_INSTALL_HINTS
+    from devloop.ops.doctor.checks import CRD_INSTALL_HINTS
 
     _, rec = _run("optimized", FakeCluster())
     assert CRD_INSTALL_HINTS["monitoring.coreos.com"] in rec.warnings[0]

@@ -61,7 +61,7 @@ def test_bench_against_vllm_gets_exact_lengths_and_no_errors(
         assert level["mean_output_tokens"] == 8
         assert 0 < level["ttft_ms"]["p50"] < level["e2e_ms"]["p50"]
         # The tiny model outruns the network: the events of several tokens can share one read,
-        # so gaps of 0 are real measurements here (tests/unit/test_bench_client.py pins ITL
+        # so gaps of 0 are real measurements here (tests/unit/bench/test_client.py pins ITL
         # against a server with known gaps).
         assert level["tpot_ms"]["p50"] > 0
         assert 0 <= level["itl_ms"]["p50"] <= level["itl_ms"]["p99"] <= level["e2e_ms"]["p99"]

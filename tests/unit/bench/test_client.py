@@ -2,7 +2,7 @@
 
 vLLM cannot say when it sent each token, so this server does: it waits FIRST_TOKEN_S before
 the first chunk and TOKEN_GAP_S between the others, and the benchmark must measure those.
-tests/integration/test_bench_vllm.py runs the same client against the real vLLM server.
+tests/integration/bench/test_bench_vllm.py runs the same client against the real vLLM server.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reading metric names out of the dashboard's PromQL (devloop.bench.dashboard).
 
-tests/integration/test_dashboard_metrics.py checks the names against a real vLLM scrape; these
+tests/integration/bench/test_dashboard_metrics.py checks the names against a real vLLM scrape; these
 pin the extractor itself, including that a wrong name fails the check.
 """
 

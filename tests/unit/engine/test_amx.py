@@ -2,7 +2,7 @@
 
 The kernel's answers this machine's kernel never gives (refusals) are replayed through a recorded
 syscall; the real syscall runs where the CPU has AMX tiles. The end-to-end proof, a bf16
-completion from the real server on an AMX CPU, is in tests/integration/test_serve_cli.py.
+completion from the real server on an AMX CPU, is in tests/integration/engine/test_serve_cli.py.
 """
 
 from __future__ import annotations

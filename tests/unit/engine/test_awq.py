@@ -1,6 +1,6 @@
 """The AWQ checkpoint writer: AutoAWQ's packing, read back the way vLLM reads it.
 
-That vLLM serves such a checkpoint through the entrypoint is tests/integration/test_awq_vllm.py.
+That vLLM serves such a checkpoint through the entrypoint is tests/integration/engine/test_awq_vllm.py.
 """
 
 from __future__ import annotations

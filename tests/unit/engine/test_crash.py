@@ -3,7 +3,7 @@
 The excerpts are copied from real server logs on this project's machines (the AMX SIGILL, a
 worker killed by a signal before vLLM read its exit code, an engine core the OOM killer ended,
 the entrypoint refusing a setting). The same diagnosis runs end to end against a real server
-whose worker is killed in tests/integration/test_serve_cli.py.
+whose worker is killed in tests/integration/engine/test_serve_cli.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The checks of `devloop doctor`, as pure functions over facts gathered beforehand.
 
-Nothing here runs a command or reads a file: `devloop.doctor` gathers the facts (kubectl, docker,
+Nothing here runs a command or reads a file: `devloop.ops.doctor.command` gathers the facts (kubectl, docker,
 tilt, the rendered overlay) into a `Facts`, and every check turns facts into one `CheckResult`
 with the fix to apply. That split lets the tests build any machine or cluster by hand, including
 the ones this machine is not (Apple Silicon, Docker Desktop, a kind cluster without an ingress).
@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from devloop.doctor_facts import (
+from devloop.ops.doctor.facts import (
     GIB,
     Facts,
     normalise_arch,

@@ -1,7 +1,7 @@
 """`devloop doctor`: is this machine ready for the dev loop? One line per check, with the fix.
 
 Gathering runs the real tools (kubectl, docker or podman, tilt) and reads the rendered overlay into a
-`doctor_facts.Facts`; the checks themselves are pure functions in `devloop.doctor_checks`.
+`facts.Facts`; the checks themselves are pure functions in `devloop.ops.doctor.checks`.
 Cluster queries go only to a local context (the Tiltfile's list), read-only, with a short
 timeout, so doctor never waits on or touches a remote cluster.
 """
@@ -19,8 +19,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from devloop import doctor_checks as checks
-from devloop import doctor_facts
+from devloop.ops.doctor import checks
+from devloop.ops.doctor import facts as doctor_facts
 from devloop.manifests import kustomize
 from devloop.common.errors import DevloopError
 

@@ -1,4 +1,4 @@
-"""Fixtures shared by the unit tests of `devloop doctor` (test_doctor.py, test_doctor_tilt.py)."""
+"""Fixtures shared by the unit tests of `devloop doctor` (tests/unit/ops: test_doctor.py, test_doctor_tilt.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from devloop.manifests import kustomize
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="session")

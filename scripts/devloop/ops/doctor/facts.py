@@ -1,7 +1,7 @@
 """What `devloop doctor` knows: the facts the checks look at, and the pure parsers that turn
 what kubectl, docker/podman and the rendered overlay say into them.
 
-`devloop.doctor` runs the commands and hands their output here; `devloop.doctor_checks` judges the
+`devloop.ops.doctor.command` runs the commands and hands their output here; `devloop.ops.doctor.checks` judges the
 result. Nothing here runs a command or reads a file.
 """
 

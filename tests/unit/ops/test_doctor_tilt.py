@@ -14,7 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from devloop import doctor, doctor_facts
+from devloop.ops.doctor import command as doctor
+from devloop.ops.doctor import facts as doctor_facts
 
 from .test_doctor import ROOT, healthy, kind_node, result, tiltfile_list
 

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from devloop import modelcache
+from devloop.ops import modelcache
+from devloop.ops.modelcache import archive
 from devloop.common.errors import DevloopError
 
 
@@ -132,7 +133,7 @@ def test_an_interrupted_backup_resumes_without_copying_finished_files_again(volu
 
 
 def test_a_backup_killed_mid_file_redoes_that_file(volume, tmp_path, monkeypatch):
-    real_copy = modelcache._copy_hashed
+    real_copy = archive.copy_hashed
     calls = []
 
     def copy_then_die(source, target):
@@ -143,10 +144,10 @@ def test_a_backup_killed_mid_file_redoes_that_file(volume, tmp_path, monkeypatch
             raise _Interrupted(str(target))
         return real_copy(source, target)
 
-    monkeypatch.setattr(modelcache, "_copy_hashed", copy_then_die)
+    monkeypatch.setattr(archive, "copy_hashed", copy_then_die)
     with pytest.raises(_Interrupted):
         modelcache.backup(modelcache.LocalSource(volume), tmp_path / "backup")
-    monkeypatch.setattr(modelcache, "_copy_hashed", real_copy)
+    monkeypatch.setattr(archive, "copy_hashed", real_copy)
     second = _CountingSource(volume)
     modelcache.backup(second, tmp_path / "backup")
     assert len(second.opened) == 5  # six files, one finished before the kill
