@@ -40,7 +40,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from devloop.bench.stats import percentile
+from devloop.common.stats import percentile
 from devloop.common.errors import DevloopError, UsageError
 from devloop.common.ports import free_port
 from devloop.engine.serve import stop_server

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from devloop.common.stats import percentile
+
 PERCENTILES = (50, 90, 99)
 
 
@@ -39,20 +41,6 @@ class RequestResult:
         if self.output_tokens <= 1:
             return None
         return (self.e2e - self.ttft) / (self.output_tokens - 1)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile with linear interpolation between closest ranks (numpy's default),
-    so the numbers match what vLLM's benchmark prints for the same samples."""
-    if not values:
-        return math.nan
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be within 0..100, got {q}")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def distribution(values: Sequence[float], scale: float = 1000.0) -> dict[str, float | None]:

@@ -1,4 +1,4 @@
-"""The numbers `devloop bench` prints: percentiles, TPOT, throughput, errors by kind."""
+"""The numbers `devloop bench` prints: TPOT, throughput, errors by kind."""
 
 from __future__ import annotations
 
@@ -7,27 +7,7 @@ import math
 
 import pytest
 
-from devloop.bench.stats import LevelSummary, RequestResult, format_table, percentile, summarize
-
-
-def test_percentile_interpolates_between_ranks_like_numpy():
-    values = [1.0, 2.0, 3.0, 4.0]
-    # numpy.percentile(values, q) with its default (linear) method gives these.
-    assert percentile(values, 50) == pytest.approx(2.5)
-    assert percentile(values, 90) == pytest.approx(3.7)
-    assert percentile(values, 99) == pytest.approx(3.97)
-    assert percentile(values, 0) == 1.0
-    assert percentile(values, 100) == 4.0
-
-
-def test_percentile_does_not_depend_on_sample_order():
-    assert percentile([5.0, 1.0, 3.0], 50) == 3.0
-
-
-def test_percentile_of_nothing_is_nan_and_out_of_range_is_refused():
-    assert math.isnan(percentile([], 50))
-    with pytest.raises(ValueError):
-        percentile([1.0], 101)
+from devloop.bench.stats import LevelSummary, RequestResult, format_table, summarize
 
 
 def test_tpot_leaves_out_the_first_token():

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devloop.bench.stats import percentile
+from devloop.common.stats import percentile
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
