@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator
 
-from devloop.engine.entrypoint import unknown_settings
+from devloop.engine.settings import unknown_settings
 
 Obj = dict[str, Any]
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}

@@ -28,7 +28,9 @@ from typing import Any
 
 from devloop.bench import launcher, membw, plans, procmem
 from devloop.engine import cpus
-from devloop.bench.command import BenchConfig, parse_int_list, run_benchmark
+from devloop.bench.client import BenchConfig
+from devloop.bench.command import parse_int_list
+from devloop.bench.driver import run_benchmark
 from devloop.common.errors import DevloopError, UsageError
 
 GIB = 1 << 30

@@ -19,7 +19,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from devloop.engine import crash, entrypoint, health
+from devloop.engine import crash, health
+from devloop.engine import settings as engine_settings
 from devloop.manifests import kustomize
 from devloop.common import logs
 from devloop.common.errors import DevloopError, UsageError
@@ -198,10 +199,10 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
         if not sep or not key:
             raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set MAX_NUM_SEQS=2")
         overrides[key] = value
-    unknown = entrypoint.unknown_settings(overrides)
+    unknown = engine_settings.unknown_settings(overrides)
     if unknown:
         raise UsageError(
-            f"--set: unknown engine setting {', '.join(unknown)}; {entrypoint.SETTINGS_HELP}"
+            f"--set: unknown engine setting {', '.join(unknown)}; {engine_settings.SETTINGS_HELP}"
         )
     return overrides
 

@@ -14,7 +14,8 @@ from devloop.engine import serve
 from devloop.manifests import kustomize
 from devloop.engine.amx import cpu_flags
 from devloop.engine.cpus import format_cpu_list
-from devloop.engine.entrypoint import DTYPES, VLLM_SERVER_MODULE, Limits, load_config, vllm_args, vllm_env
+from devloop.engine.entrypoint import VLLM_SERVER_MODULE, vllm_args, vllm_env
+from devloop.engine.settings import DTYPES, Limits, load_config
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="installed by scripts/bootstrap.sh")

@@ -17,14 +17,9 @@ import pytest
 from aiohttp import web
 
 from devloop import cli
-from devloop.bench.command import (
-    BenchConfig,
-    SSEParser,
-    base_url,
-    parse_int_list,
-    parse_rate_list,
-    run_benchmark,
-)
+from devloop.bench.client import BenchConfig, SSEParser, base_url
+from devloop.bench.command import parse_int_list, parse_rate_list
+from devloop.bench.driver import run_benchmark
 from devloop.common.errors import UsageError
 
 SEEN = web.AppKey("seen", list)

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from devloop.manifests.kustomize import project_root
 from devloop.engine import amx
-from devloop.engine.entrypoint import EngineConfig, fall_back_from_amx
+from devloop.engine.entrypoint import fall_back_from_amx
+from devloop.engine.settings import EngineConfig
 
 ROOT = project_root(Path(__file__).parent)
 AMX_FLAGS = {"avx512f", "amx_tile", "amx_bf16", "amx_int8"}

@@ -11,17 +11,8 @@ from pathlib import Path
 import pytest
 from devloop.manifests.kustomize import project_root
 from devloop.engine import cpus
-from devloop.engine.entrypoint import (
-    SETTINGS,
-    ConfigError,
-    Limits,
-    command,
-    describe,
-    load_config,
-    unknown_settings,
-    vllm_args,
-    vllm_env,
-)
+from devloop.engine.entrypoint import command, describe, vllm_args, vllm_env
+from devloop.engine.settings import SETTINGS, ConfigError, Limits, load_config, unknown_settings
 
 ROOT = project_root(Path(__file__).parent)
 GIB = 1 << 30
