@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from devloop.gateway.cache import loadgen
 from devloop.common.errors import DevloopError, UsageError
@@ -171,18 +172,18 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def _levels(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--concurrency {text!r}: give integers like 1,16,64") from None
+
+
+def _model(args: argparse.Namespace, upstream: str) -> str:
     import requests
 
     try:
-        levels = [int(part) for part in args.concurrency.split(",") if part.strip()]
-    except ValueError:
-        raise UsageError(
-            f"--concurrency {args.concurrency!r}: give integers like 1,16,64"
-        ) from None
-    upstream = args.upstream_url.rstrip("/")
-    try:
-        model = (
+        return (
             args.model or requests.get(upstream + "/v1/models", timeout=10).json()["data"][0]["id"]
         )
     except (requests.RequestException, KeyError, IndexError, ValueError) as error:
@@ -190,152 +191,143 @@ def run(args: argparse.Namespace) -> int:
             f"cannot list models at {upstream} ({error}); start vLLM or pass --upstream-url"
         ) from None
 
-    client = args.client
-    if client == "auto":
-        client = "wrk" if shutil.which("wrk") else "python"
-    elif client == "wrk" and not shutil.which("wrk"):
+
+def _hit_client(choice: str) -> str:
+    if choice == "auto":
+        return "wrk" if shutil.which("wrk") else "python"
+    if choice == "wrk" and not shutil.which("wrk"):
         raise DevloopError(
             "wrk is not installed (scripts/bootstrap.sh installs it); use --client python"
         )
-    processes: list[subprocess.Popen] = []
-    workdir = tempfile.mkdtemp(prefix="devloop-cachebench-")
-    logs = contextlib.ExitStack()
-    try:
-        redis_url = args.redis_url
-        if not redis_url:
-            binary = shutil.which("redis-server")
-            if binary is None:
-                raise DevloopError("redis-server is not installed: install it or pass --redis-url")
-            port = _free_port()
-            processes.append(
-                subprocess.Popen(
-                    [
-                        binary,
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        workdir,
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            redis_url = f"redis://127.0.0.1:{port}/0"
-            wait_until_listening(port, processes[-1], timeout=10)
-        from urllib.parse import urlparse
+    return choice
 
-        parsed = urlparse(redis_url)
-        gateways = {}
-        admins = {}
-        pids: dict[str, int] = {}
-        for name, extra in (("local", []), ("redis", ["--cache-max-entries", "0"])):
-            port, admin_port = _free_port(), _free_port()
-            processes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "devloop",
-                        "gateway",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--admin-port",
-                        str(admin_port),
-                        "--upstream-url",
-                        upstream,
-                        "--redis-url",
-                        redis_url,
-                        *extra,
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=logs.enter_context(open(Path(workdir) / f"gateway-{name}.log", "wb")),  # noqa: SIM115
-                )
-            )
-            gateways[name] = f"http://127.0.0.1:{port}"
-            admins[name] = f"http://127.0.0.1:{admin_port}"
-            pids[name] = processes[-1].pid
-            wait_until_listening(port, processes[-1], timeout=30)
 
-        result: dict[str, Any] = {
-            "upstream": upstream,
-            "model": model,
-            "redis": redis_url,
-            "cpus": os.cpu_count(),
-            "duration_s": args.duration,
-            "hit_client": client,
-        }
-        print(f"miss overhead: {args.misses} requests each way ...", file=sys.stderr)
-        result["miss"] = asyncio.run(
-            _miss_overhead(upstream, gateways["local"], model, args.misses, pids["local"])
-        )
+class _Servers:
+    """The private redis-server and the two gateways of one run, stopped (logs closed, work
+    directory removed) on exit."""
 
-        body = {
-            "model": model,
-            "prompt": "The cache benchmark prompt.",
-            "temperature": 0,
-            "max_tokens": 16,
-        }
-        prefill = requests.post(gateways["local"] + "/v1/completions", json=body, timeout=120)
-        if prefill.status_code != 200:
-            raise DevloopError(f"prefill failed: {prefill.status_code} {prefill.text[:200]}")
-        time.sleep(0.2)  # the Redis write follows the answer
-        from devloop.gateway.cache.key import cache_key
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen] = []
+        self.workdir = Path(tempfile.mkdtemp(prefix="devloop-cachebench-"))
+        self.logs = contextlib.ExitStack()
+        self.gateways: dict[str, str] = {}
+        self.admins: dict[str, str] = {}
+        self.pids: dict[str, int] = {}
 
-        key = cache_key("/v1/completions", body)
-        result["answer_bytes"] = len(prefill.content)
-        result["hits"] = []
-        for concurrency in levels:
-            print(f"hits at concurrency {concurrency} ...", file=sys.stderr)
-            level: dict[str, Any] = {"concurrency": concurrency}
-            for name in ("local", "redis"):
-                url = gateways[name] + "/v1/completions"
-                cpu_before = loadgen.cpu_seconds(pids[name])
-                if client == "wrk":
-                    level[f"{name}_tier"] = loadgen.wrk_load(
-                        url, body, concurrency, args.duration, Path(workdir), admins[name]
-                    )
-                else:
-                    level[f"{name}_tier"] = asyncio.run(
-                        loadgen.hit_load(url, body, concurrency, args.duration)
-                    )
-                # CPU per hit does not depend on how busy the machine is, unlike latency.
-                level[f"{name}_tier"]["gateway_cpu_us_per_request"] = loadgen.per_request_ms(
-                    cpu_before, loadgen.cpu_seconds(pids[name]), level[f"{name}_tier"].get("n", 0), 1e6
-                )
-            level["library_redis_tier"] = asyncio.run(
-                loadgen.library_load(redis_url, key, concurrency, args.duration)
-            )
-            level["redis_benchmark"] = loadgen.redis_benchmark(
-                parsed.hostname or "127.0.0.1",
-                parsed.port or 6379,
-                concurrency,
-                args.redis_benchmark_requests,
-                len(prefill.content),
-            )
-            ceiling = level["redis_benchmark"].get("rps")
-            if ceiling:
-                # The local tier's share is the bound for the Redis tier: it is the same HTTP path
-                # without the Redis call, so the gap between the two is what Redis costs.
-                for name in ("local_tier", "redis_tier", "library_redis_tier"):
-                    level[f"{name}_share_of_ceiling"] = round(level[name]["rps"] / ceiling, 4)
-            result["hits"].append(level)
-    finally:
-        for process in reversed(processes):
+    def __enter__(self) -> _Servers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in reversed(self.processes):
             process.terminate()
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
-        logs.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        self.logs.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def start_redis(self) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise DevloopError("redis-server is not installed: install it or pass --redis-url")
+        port = _free_port()
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir)]
+        self.processes.append(
+            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+        wait_until_listening(port, self.processes[-1], timeout=10)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def start_gateway(self, name: str, upstream: str, redis_url: str, extra: list[str]) -> None:
+        port, admin_port = _free_port(), _free_port()
+        argv = [sys.executable, "-m", "devloop", "gateway", "--host", "127.0.0.1",
+                "--port", str(port), "--admin-port", str(admin_port),
+                "--upstream-url", upstream, "--redis-url", redis_url, *extra]
+        log = self.logs.enter_context(open(self.workdir / f"gateway-{name}.log", "wb"))
+        self.processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log))
+        self.gateways[name] = f"http://127.0.0.1:{port}"
+        self.admins[name] = f"http://127.0.0.1:{admin_port}"
+        self.pids[name] = self.processes[-1].pid
+        wait_until_listening(port, self.processes[-1], timeout=30)
+
+
+def _hit_level(servers: _Servers, client: str, body: dict[str, Any], key: str, redis_url: str,
+               concurrency: int, answer_bytes: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Hits at one concurrency: both gateway tiers, the library's Redis tier, redis-benchmark."""
+    level: dict[str, Any] = {"concurrency": concurrency}
+    for name in ("local", "redis"):
+        url = servers.gateways[name] + "/v1/completions"
+        pid = servers.pids[name]
+        cpu_before = loadgen.cpu_seconds(pid)
+        if client == "wrk":
+            tier = loadgen.wrk_load(url, body, concurrency, args.duration, servers.workdir,
+                                    servers.admins[name])
+        else:
+            tier = asyncio.run(loadgen.hit_load(url, body, concurrency, args.duration))
+        # CPU per hit does not depend on how busy the machine is, unlike latency.
+        tier["gateway_cpu_us_per_request"] = loadgen.per_request_ms(
+            cpu_before, loadgen.cpu_seconds(pid), tier.get("n", 0), 1e6
+        )
+        level[f"{name}_tier"] = tier
+    level["library_redis_tier"] = asyncio.run(
+        loadgen.library_load(redis_url, key, concurrency, args.duration)
+    )
+    parsed = urlparse(redis_url)
+    level["redis_benchmark"] = loadgen.redis_benchmark(
+        parsed.hostname or "127.0.0.1", parsed.port or 6379, concurrency,
+        args.redis_benchmark_requests, answer_bytes,
+    )
+    ceiling = level["redis_benchmark"].get("rps")
+    if ceiling:
+        # The local tier's share is the bound for the Redis tier: it is the same HTTP path
+        # without the Redis call, so the gap between the two is what Redis costs.
+        for name in ("local_tier", "redis_tier", "library_redis_tier"):
+            level[f"{name}_share_of_ceiling"] = round(level[name]["rps"] / ceiling, 4)
+    return level
+
+
+def _measure(servers: _Servers, args: argparse.Namespace, upstream: str, model: str,
+             redis_url: str, client: str) -> dict[str, Any]:
+    import requests
+
+    from devloop.gateway.cache.key import cache_key
+
+    result: dict[str, Any] = {
+        "upstream": upstream, "model": model, "redis": redis_url, "cpus": os.cpu_count(),
+        "duration_s": args.duration, "hit_client": client,
+    }
+    print(f"miss overhead: {args.misses} requests each way ...", file=sys.stderr)
+    result["miss"] = asyncio.run(_miss_overhead(
+        upstream, servers.gateways["local"], model, args.misses, servers.pids["local"]
+    ))
+    body = {"model": model, "prompt": "The cache benchmark prompt.", "temperature": 0,
+            "max_tokens": 16}
+    prefill = requests.post(servers.gateways["local"] + "/v1/completions", json=body, timeout=120)
+    if prefill.status_code != 200:
+        raise DevloopError(f"prefill failed: {prefill.status_code} {prefill.text[:200]}")
+    time.sleep(0.2)  # the Redis write follows the answer
+    key = cache_key("/v1/completions", body)
+    result["answer_bytes"] = len(prefill.content)
+    result["hits"] = []
+    for concurrency in _levels(args.concurrency):
+        print(f"hits at concurrency {concurrency} ...", file=sys.stderr)
+        result["hits"].append(_hit_level(servers, client, body, key, redis_url, concurrency,
+                                         len(prefill.content), args))
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    _levels(args.concurrency)  # a usage error before anything starts
+    upstream = args.upstream_url.rstrip("/")
+    model = _model(args, upstream)
+    client = _hit_client(args.client)
+    with _Servers() as servers:
+        redis_url = args.redis_url or servers.start_redis()
+        for name, extra in (("local", []), ("redis", ["--cache-max-entries", "0"])):
+            servers.start_gateway(name, upstream, redis_url, extra)
+        result = _measure(servers, args, upstream, model, redis_url, client)
     print(_table(result), file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0
