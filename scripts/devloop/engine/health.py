@@ -82,37 +82,42 @@ def normalize_url(url: str) -> str:
     return f"{parsed.scheme}://{parsed.netloc}{parsed.path.rstrip('/')}"
 
 
-def check(
-    url: str, api_key: str | None = None, model: str | None = None, timeout: float = 10.0
-) -> HealthReport:
-    """Run the three checks once; stop at the first that fails."""
-    import requests
+class _Probe:
+    """The three checks against one server, sharing its report, headers and the model the
+    second check finds (the third asks that model for a token)."""
 
-    base = normalize_url(url)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    report = HealthReport(url=base, status=NOT_READY)
+    def __init__(self, base: str, api_key: str | None, model: str | None, timeout: float) -> None:
+        self.base, self.model, self.timeout = base, model, timeout
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.report = HealthReport(url=base, status=NOT_READY)
 
-    def step(name: str, call: Callable[[], tuple[bool, str]]) -> bool:
+    def step(self, name: str, call: Callable[[], tuple[bool, str]]) -> bool:
+        import requests
+
         started = time.monotonic()
         try:
             ok, detail = call()
         except requests.ConnectionError as error:
-            report.status = UNREACHABLE
+            self.report.status = UNREACHABLE
             ok, detail = False, f"cannot connect ({_short(error)})"
         except requests.Timeout:
-            ok, detail = False, f"no answer within {timeout:g} s"
+            ok, detail = False, f"no answer within {self.timeout:g} s"
         except ValueError as error:  # a body that is not the JSON the API promises
             ok, detail = False, f"unexpected response ({error})"
-        report.checks.append(Check(name, ok, detail, round(time.monotonic() - started, 3)))
+        self.report.checks.append(Check(name, ok, detail, round(time.monotonic() - started, 3)))
         return ok
 
-    def health() -> tuple[bool, str]:
-        response = requests.get(f"{base}/health", timeout=timeout)
+    def health(self) -> tuple[bool, str]:
+        import requests
+
+        response = requests.get(f"{self.base}/health", timeout=self.timeout)
         return response.status_code == 200, f"HTTP {response.status_code}"
 
-    def models() -> tuple[bool, str]:
-        nonlocal model
-        response = requests.get(f"{base}/v1/models", headers=headers, timeout=timeout)
+    def models(self) -> tuple[bool, str]:
+        import requests
+
+        response = requests.get(f"{self.base}/v1/models", headers=self.headers,
+                                timeout=self.timeout)
         if response.status_code == 401:
             return False, "HTTP 401: the server wants an API key (--api-key or $VLLM_API_KEY)"
         if response.status_code != 200:
@@ -120,35 +125,42 @@ def check(
         served = [entry["id"] for entry in response.json().get("data", [])]
         if not served:
             return False, "no model listed"
-        if model is None:
-            model = served[0]
-        elif model not in served:
-            return False, f"model {model!r} not served (serving: {', '.join(served)})"
-        report.model = model
+        if self.model is None:
+            self.model = served[0]
+        elif self.model not in served:
+            return False, f"model {self.model!r} not served (serving: {', '.join(served)})"
+        self.report.model = self.model
         return True, f"serving {', '.join(served)}"
 
-    def completion() -> tuple[bool, str]:
+    def completion(self) -> tuple[bool, str]:
+        import requests
+
         response = requests.post(
-            f"{base}/v1/completions",
-            headers=headers,
-            json={"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0},
-            timeout=timeout,
+            f"{self.base}/v1/completions",
+            headers=self.headers,
+            json={"model": self.model, "prompt": "Hello", "max_tokens": 1, "temperature": 0},
+            timeout=self.timeout,
         )
         if response.status_code >= 500 and any(
             marker in response.text for marker in crash.ENGINE_DEAD_MARKERS
         ):
-            report.engine_dead = True
+            self.report.engine_dead = True
             return False, f"HTTP {response.status_code}: {ENGINE_DIED}"
         if response.status_code != 200:
             return False, f"HTTP {response.status_code}: {response.text[:200]}"
         usage = response.json().get("usage") or {}
         return True, f"{usage.get('completion_tokens', '?')} token generated"
 
-    if step("/health", health) and step("/v1/models", models) and step(
-        "one-token completion", completion
-    ):
-        report.status = READY
-    return report
+
+def check(
+    url: str, api_key: str | None = None, model: str | None = None, timeout: float = 10.0
+) -> HealthReport:
+    """Run the three checks once; stop at the first that fails."""
+    probe = _Probe(normalize_url(url), api_key, model, timeout)
+    if (probe.step("/health", probe.health) and probe.step("/v1/models", probe.models)
+            and probe.step("one-token completion", probe.completion)):
+        probe.report.status = READY
+    return probe.report
 
 
 ENGINE_DIED = (

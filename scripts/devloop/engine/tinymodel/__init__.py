@@ -1,13 +1,13 @@
 """Random-weight models that vLLM serves with no download (`devloop model generate`).
 
-The package's public face, what the entrypoint, the benchmarks and the tests use; `generate.py`
-holds the generator and `awq.py` the AWQ 4-bit checkpoint layout.
+The package's public face, what the entrypoint, the benchmarks and the tests use; `shapes.py`
+holds the model shapes, `generate.py` the generator and `awq.py` the AWQ 4-bit checkpoint layout.
 """
 
+from devloop.engine.tinymodel.shapes import SHAPES
 from devloop.engine.tinymodel.generate import (
     CACHE_SUBDIR,
     COMPLETE_MARKER,
-    SHAPES,
     add_subcommand,
     cache_key,
     default_cache_dir,

@@ -9,8 +9,8 @@ Shapes from one generator:
 - `qwen3-8b`: the architecture of the optimized overlay's DeepSeek-R1-0528-Qwen3-8B, for
   measuring that overlay offline; only with `--quant awq` (in bf16 it would be 16 GB).
 
-`--quant awq` writes any shape as the AWQ 4-bit checkpoint AutoAWQ exports (devloop.engine.tinymodel.awq), the
-format of the optimized overlay's model, streamed one layer at a time.
+`--quant awq` writes any shape as the AWQ 4-bit checkpoint AutoAWQ exports (awq.py), the format
+of the optimized overlay's model, streamed one layer at a time. The shapes are in shapes.py.
 
 The tokenizer is trained here with `tokenizers` on a fixed built-in text, so the result depends
 only on the code and the seed. Models are cached by a hash of everything that goes into them:
@@ -27,11 +27,12 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from devloop.common.errors import UsageError
+from devloop.engine.tinymodel.shapes import QUANTIZED_ONLY, SHAPES, ModelShape, shape_by_name
 
 # Bump when the output changes for the same inputs, so caches made by older code are not reused.
 GENERATOR_VERSION = 1
@@ -102,96 +103,6 @@ _CORPUS = [
 ]
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """Everything that decides a generated model's content (hashed into its cache key)."""
-
-    name: str
-    architecture: str  # the transformers config class's model_type
-    vocab_size: int  # embedding rows; may exceed the tokenizer's size (only its ids are used)
-    tokenizer_vocab: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    max_position_embeddings: int
-    rope_theta: float
-    tie_word_embeddings: bool
-    dtype: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-SHAPES: dict[str, ModelShape] = {
-    "tiny": ModelShape(
-        name="tiny",
-        architecture="llama",
-        vocab_size=1024,
-        tokenizer_vocab=1024,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,  # the smallest head size vLLM's CPU attention supports
-        max_position_embeddings=4096,
-        rope_theta=10000.0,
-        tie_word_embeddings=False,
-        dtype="bfloat16",
-    ),
-    # Qwen/Qwen3-0.6B's config.json, with its real vocabulary size so the embedding and LM head
-    # weigh what they weigh in the real model (they are a quarter of its 0.6B parameters).
-    "qwen3-0.6b": ModelShape(
-        name="qwen3-0.6b",
-        architecture="qwen3",
-        vocab_size=151936,
-        tokenizer_vocab=1024,
-        hidden_size=1024,
-        intermediate_size=3072,
-        num_hidden_layers=28,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=40960,
-        rope_theta=1000000.0,
-        tie_word_embeddings=True,
-        dtype="bfloat16",
-        extra={"rms_norm_eps": 1e-6},
-    ),
-    # deepseek-ai/DeepSeek-R1-0528-Qwen3-8B's config.json (Qwen3-8B's architecture, with YaRN
-    # scaling to a 128k context), as published copies of it give it: 36 layers, hidden 4096,
-    # intermediate 12288, 32 heads of 128, 8 KV heads, vocabulary 151936, untied embeddings.
-    "qwen3-8b": ModelShape(
-        name="qwen3-8b",
-        architecture="qwen3",
-        vocab_size=151936,
-        tokenizer_vocab=1024,
-        hidden_size=4096,
-        intermediate_size=12288,
-        num_hidden_layers=36,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=131072,
-        rope_theta=1000000.0,
-        tie_word_embeddings=False,
-        dtype="bfloat16",
-        extra={
-            "rms_norm_eps": 1e-6,
-            "rope_scaling": {
-                "rope_type": "yarn",
-                "factor": 4.0,
-                "original_max_position_embeddings": 32768,
-                "attn_factor": 0.8782488562869419,
-            },
-        },
-    ),
-}
-# Shapes too big to build at full precision on a laptop: generated quantized only.
-QUANTIZED_ONLY = {"qwen3-8b"}
-
-
 def cache_key(shape: ModelShape, seed: int, quant: str | None = None) -> str:
     """A short hash of every input to the generator: same key, same files."""
     inputs: dict[str, Any] = {"version": GENERATOR_VERSION, "shape": asdict(shape), "seed": seed}
@@ -217,15 +128,6 @@ def default_cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
     )
     return Path(hf_home) / CACHE_SUBDIR
-
-
-def shape_by_name(name: str) -> ModelShape:
-    try:
-        return SHAPES[name]
-    except KeyError:
-        raise UsageError(
-            f"unknown model shape {name!r}; the shapes are: {', '.join(SHAPES)}"
-        ) from None
 
 
 def is_complete(directory: Path, key: str) -> bool:
