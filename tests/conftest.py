@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
+
 from devloop.common.ports import free_port as _free_port
 
 STATE_DIR_ENV = "DEVLOOP_TEST_STATE_DIR"

@@ -64,7 +64,7 @@ def main(
         return error.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception as error:  # noqa: BLE001 - the last resort: one line, never a traceback
+    except Exception as error:  # the last resort: one line, never a traceback
         if os.environ.get(DEBUG_ENV):
             raise
         print(

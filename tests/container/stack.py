@@ -15,9 +15,10 @@ import time
 from dataclasses import asdict, dataclass
 
 import requests
+
+from devloop.common.ports import free_port
 from devloop.engine import health
 from devloop.manifests import kustomize
-from devloop.common.ports import free_port
 
 from . import podman, podspec
 

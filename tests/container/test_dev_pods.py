@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from devloop.engine import amx
 
 from . import podman

@@ -30,6 +30,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+
 from devloop.engine import serve
 
 from . import lifecycle, podman

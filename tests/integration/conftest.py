@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from devloop.common.errors import DevloopError
 from devloop.common.ports import free_port, wait_until_listening
 
@@ -47,7 +48,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        for attempt in range(5):
+        for _attempt in range(5):
             self.process = subprocess.Popen(
                 [
                     REDIS_SERVER,

@@ -35,7 +35,7 @@ def write_kustomization(workdir: Path, components: tuple[str, ...]) -> Path:
     """A kustomization of the base plus `components`. kustomize refuses absolute paths, so the
     entries are relative to workdir."""
     workdir.mkdir(parents=True, exist_ok=True)
-    relative = lambda path: os.path.relpath(path, workdir)  # noqa: E731
+    relative = lambda path: os.path.relpath(path, workdir)
     lines = ["apiVersion: kustomize.config.k8s.io/v1beta1", "kind: Kustomization", "resources:",
              f"  - {relative(ROOT / kustomize.KUSTOMIZE_DIR / 'base')}"]
     if components:

@@ -4,7 +4,8 @@ an empty list on the real manifests and a non-empty one on a deliberately broken
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from devloop.engine.settings import unknown_settings
 

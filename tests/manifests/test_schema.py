@@ -51,6 +51,6 @@ def test_a_wrong_type_in_a_service_monitor_is_rejected(render_target, crd_schema
 def test_a_kind_without_any_schema_is_reported(crd_schemas):
     unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
     assert validate.validate_objects([unknown], crd_schemas) == [
-        "Widget/w: no schema for example.com/v1 Widget in Kubernetes "
-        f"{validate.KUBERNETES_VERSION} or in {validate.CRD_DIR}/"
+        ("Widget/w: no schema for example.com/v1 Widget in Kubernetes "
+         f"{validate.KUBERNETES_VERSION} or in {validate.CRD_DIR}/")
     ]

@@ -223,13 +223,13 @@ def test_sync_targets_are_where_the_dockerfile_puts_the_sources(tilt_up, overlay
 def test_synced_paths_are_writable_by_the_container_user(tilt_up, overlay, dockerfile):
     """Tilt's sync runs as the container's user (10001, non-root): the copied files must be
     its own, or the sync fails with permission denied."""
-    rec, resources = tilt_up(overlay)
+    rec, _resources = tilt_up(overlay)
     build = _build(rec)
     users = {str(obj["spec"]["template"]["spec"].get("securityContext", {}).get("runAsUser"))
              for obj in rec.objects if obj["kind"] == "Deployment"
              and any(image_name(c["image"]) == IMAGE for c in pod_containers(obj))}
     users.add(dockerfile.final.user.split(":")[0])
-    for local, remote in _syncs(build):
+    for local, _remote in _syncs(build):
         path = _in_context(build, local)
         target, copy = dockerfile.destination(path, is_dir=(build.context / path).is_dir())
         owner = copy.chown.split(":")[0]
@@ -324,7 +324,7 @@ def test_gateway_waits_for_redis_and_not_for_the_engine(tilt_up, overlay):
 
 @overlays
 def test_engine_readiness_waits_for_the_pod_whose_startup_probe_allows_a_slow_load(tilt_up, overlay):
-    rec, resources = tilt_up(overlay)
+    _rec, resources = tilt_up(overlay)
     assert resources[ENGINE].pod_readiness in ("", "wait")
     engine = resources[ENGINE].workload
     vllm = next(c for c in pod_containers(engine) if c["name"] == "vllm")
@@ -385,7 +385,7 @@ def test_benchmark_button_runs_devloop_bench_when_it_exists(tilt_up):
 
 
 def test_tilt_ci_runs_the_health_check_by_itself():
-    env, rec = evaluate(subcommand="ci")
+    env, _rec = evaluate(subcommand="ci")
     resources = env.assemble()
     assert resources["health"].auto_init is True
     assert ENGINE in resources["health"].resource_deps

@@ -244,7 +244,7 @@ class TiltEnvironment:
         def blob(contents: str) -> Any:
             return starlark.OpaquePythonObject(Blob(contents))
 
-        def kustomize(pathToDir: str, kustomize_bin: str | None = None) -> Any:  # noqa: N803
+        def kustomize(pathToDir: str, kustomize_bin: str | None = None) -> Any:  # Tilt's parameter name
             # Tilt runs `kustomize build DIR` when a kustomize binary is on PATH, else
             # `kubectl kustomize DIR`; the project pins the latter (kubectl 1.37, kustomize v5.8).
             directory = Path(self._abs(pathToDir))
@@ -253,7 +253,7 @@ class TiltEnvironment:
                 Blob(render_kustomization(directory), source=self._rel(pathToDir))
             )
 
-        def k8s_yaml(yaml: Any, allow_duplicates: bool = False) -> None:  # noqa: A002
+        def k8s_yaml(yaml: Any, allow_duplicates: bool = False) -> None:  # Tilt's parameter name
             for item in _as_list(yaml):
                 if isinstance(item, Blob):
                     text = item.text
@@ -265,7 +265,7 @@ class TiltEnvironment:
                 rec.k8s_yaml.append(item)
                 rec.objects += [doc for doc in _load_yaml_stream(text) if doc]
 
-        def decode_yaml_stream(yaml: Any) -> list:  # noqa: A002
+        def decode_yaml_stream(yaml: Any) -> list:  # Tilt's parameter name
             text = yaml.text if isinstance(yaml, Blob) else str(yaml)
             return json.loads(json.dumps(list(_load_yaml_stream(text))))
 
@@ -279,8 +279,8 @@ class TiltEnvironment:
             quiet: bool = False,
             command_bat: str | list[str] = "",
             echo_off: bool = False,
-            env: dict[str, str] = {},  # noqa: B006
-            dir: str = "",  # noqa: A002
+            env: dict[str, str] = {},
+            dir: str = "",  # Tilt's parameter name
             stdin: Any = None,
         ) -> Any:
             # A string runs through `sh -c`, which the stand-in cannot follow: only argv lists.
@@ -293,7 +293,7 @@ class TiltEnvironment:
                 raise TiltfileError(f"command {command!r} failed: exit status 1\n{failed}") from failed
             return starlark.OpaquePythonObject(Blob(out))
 
-        def decode_yaml(yaml: Any) -> Any:  # noqa: A002
+        def decode_yaml(yaml: Any) -> Any:  # Tilt's parameter name
             text = yaml.text if isinstance(yaml, Blob) else str(yaml)
             return json.loads(json.dumps(__import__("yaml").safe_load(text)))
 
@@ -305,7 +305,7 @@ class TiltEnvironment:
         def sync(local_path: str, remote_path: str) -> Any:
             return starlark.OpaquePythonObject(LiveUpdateStep("sync", (local_path, remote_path)))
 
-        def run(cmd: str | list[str], trigger: str | list[str] = []) -> Any:  # noqa: B006
+        def run(cmd: str | list[str], trigger: str | list[str] = []) -> Any:
             return starlark.OpaquePythonObject(
                 LiveUpdateStep("run", cmd=cmd, trigger=tuple(_as_list(trigger)))
             )
@@ -316,21 +316,21 @@ class TiltEnvironment:
         def docker_build(
             ref: str,
             context: str,
-            build_args: dict[str, str] = {},  # noqa: B006
+            build_args: dict[str, str] = {},
             dockerfile: str = "Dockerfile",
             dockerfile_contents: Any = "",
-            live_update: list = [],  # noqa: B006
+            live_update: list = [],
             match_in_env_vars: bool = False,
-            ignore: str | list[str] = [],  # noqa: B006
-            only: str | list[str] = [],  # noqa: B006
-            entrypoint: str | list[str] = [],  # noqa: B006
+            ignore: str | list[str] = [],
+            only: str | list[str] = [],
+            entrypoint: str | list[str] = [],
             target: str = "",
             ssh: str | list[str] = "",
             network: str = "",
             secret: str | list[str] = "",
             extra_tag: str | list[str] = "",
             container_args: list[str] | None = None,
-            cache_from: str | list[str] = [],  # noqa: B006
+            cache_from: str | list[str] = [],
             pull: bool = False,
             platform: str = "",
         ) -> None:
@@ -350,7 +350,7 @@ class TiltEnvironment:
                     ignore=_as_list(ignore),
                     platform=platform,
                     build_args=dict(build_args),
-                    kwargs=dict(entrypoint=entrypoint, target=target, container_args=container_args),
+                    kwargs={"entrypoint": entrypoint, "target": target, "container_args": container_args},
                 )
             )
 
@@ -371,15 +371,15 @@ class TiltEnvironment:
         def k8s_resource(
             workload: str = "",
             new_name: str = "",
-            port_forwards: Any = [],  # noqa: B006
-            extra_pod_selectors: Any = [],  # noqa: B006
+            port_forwards: Any = [],
+            extra_pod_selectors: Any = [],
             trigger_mode: TriggerMode = TriggerMode.AUTO,
-            resource_deps: list[str] = [],  # noqa: B006
-            objects: list[str] = [],  # noqa: B006
+            resource_deps: list[str] = [],
+            objects: list[str] = [],
             auto_init: bool = True,
             pod_readiness: str = "",
-            links: Any = [],  # noqa: B006
-            labels: str | list[str] = [],  # noqa: B006
+            links: Any = [],
+            labels: str | list[str] = [],
             discovery_strategy: str = "",
         ) -> None:
             if not workload and not (new_name and objects):
@@ -389,18 +389,18 @@ class TiltEnvironment:
             if not isinstance(trigger_mode, TriggerMode):
                 raise TiltfileError(f"k8s_resource: trigger_mode must be a TRIGGER_MODE_*: {trigger_mode!r}")
             rec.k8s_resource_calls.append(
-                dict(
-                    workload=workload,
-                    new_name=new_name,
-                    port_forwards=[_port_forward(p) for p in _as_list(port_forwards)],
-                    trigger_mode=trigger_mode,
-                    resource_deps=list(resource_deps),
-                    objects=list(objects),
-                    auto_init=auto_init,
-                    pod_readiness=pod_readiness,
-                    links=[lk if isinstance(lk, Link) else Link(lk) for lk in _as_list(links)],
-                    labels=_as_list(labels),
-                )
+                {
+                    "workload": workload,
+                    "new_name": new_name,
+                    "port_forwards": [_port_forward(p) for p in _as_list(port_forwards)],
+                    "trigger_mode": trigger_mode,
+                    "resource_deps": list(resource_deps),
+                    "objects": list(objects),
+                    "auto_init": auto_init,
+                    "pod_readiness": pod_readiness,
+                    "links": [lk if isinstance(lk, Link) else Link(lk) for lk in _as_list(links)],
+                    "labels": _as_list(labels),
+                }
             )
 
         def local_resource(
@@ -408,37 +408,37 @@ class TiltEnvironment:
             cmd: str | list[str],
             deps: str | list[str] | None = None,
             trigger_mode: TriggerMode = TriggerMode.AUTO,
-            resource_deps: list[str] = [],  # noqa: B006
-            ignore: str | list[str] = [],  # noqa: B006
+            resource_deps: list[str] = [],
+            ignore: str | list[str] = [],
             auto_init: bool = True,
             serve_cmd: str | list[str] = "",
             cmd_bat: str | list[str] = "",
             serve_cmd_bat: str | list[str] = "",
             allow_parallel: bool = False,
-            links: Any = [],  # noqa: B006
-            tags: list[str] = [],  # noqa: B006
-            env: dict[str, str] = {},  # noqa: B006
-            serve_env: dict[str, str] = {},  # noqa: B006
+            links: Any = [],
+            tags: list[str] = [],
+            env: dict[str, str] = {},
+            serve_env: dict[str, str] = {},
             readiness_probe: Any = None,
-            dir: str = "",  # noqa: A002
+            dir: str = "",  # Tilt's parameter name
             serve_dir: str = "",
-            labels: str | list[str] = [],  # noqa: B006
+            labels: str | list[str] = [],
         ) -> None:
             if not isinstance(trigger_mode, TriggerMode):
                 raise TiltfileError(f"local_resource: trigger_mode must be a TRIGGER_MODE_*: {trigger_mode!r}")
             rec.local_resources.append(
-                dict(
-                    name=name,
-                    cmd=cmd,
-                    deps=_as_list(deps),
-                    trigger_mode=trigger_mode,
-                    resource_deps=list(resource_deps),
-                    auto_init=auto_init,
-                    serve_cmd=serve_cmd,
-                    dir=dir,
-                    labels=_as_list(labels),
-                    env=dict(env),
-                )
+                {
+                    "name": name,
+                    "cmd": cmd,
+                    "deps": _as_list(deps),
+                    "trigger_mode": trigger_mode,
+                    "resource_deps": list(resource_deps),
+                    "auto_init": auto_init,
+                    "serve_cmd": serve_cmd,
+                    "dir": dir,
+                    "labels": _as_list(labels),
+                    "env": dict(env),
+                }
             )
 
         def update_settings(
@@ -502,23 +502,23 @@ class TiltEnvironment:
         def realpath(path: str) -> str:
             return os.path.realpath(self._abs(path))
 
-        return dict(
-            fail=fail, warn=warn, print=print_, version_settings=version_settings,
-            k8s_context=k8s_context, allow_k8s_contexts=allow_k8s_contexts, listdir=listdir,
-            read_file=read_file, watch_file=watch_file, blob=blob, kustomize=kustomize,
-            k8s_yaml=k8s_yaml, decode_yaml_stream=decode_yaml_stream, decode_yaml=decode_yaml,
-            encode_yaml_stream=encode_yaml_stream, local=local,
-            fall_back_on=fall_back_on, sync=sync, run=run, restart_container=restart_container,
-            docker_build=docker_build, port_forward=port_forward, link=link,
-            k8s_resource=k8s_resource, local_resource=local_resource,
-            update_settings=update_settings,
-            _config_define_string=define_string, _config_define_string_list=define_string_list,
-            _config_define_bool=define_bool, _config_parse=parse,
-            _config_set_enabled_resources=set_enabled_resources,
-            _os_getcwd=getcwd, _os_getenv=getenv, _os_path_exists=exists, _os_path_join=join,
-            _os_path_abspath=abspath, _os_path_relpath=relpath, _os_path_basename=basename,
-            _os_path_dirname=dirname, _os_path_realpath=realpath,
-        )
+        return {
+            "fail": fail, "warn": warn, "print": print_, "version_settings": version_settings,
+            "k8s_context": k8s_context, "allow_k8s_contexts": allow_k8s_contexts, "listdir": listdir,
+            "read_file": read_file, "watch_file": watch_file, "blob": blob, "kustomize": kustomize,
+            "k8s_yaml": k8s_yaml, "decode_yaml_stream": decode_yaml_stream, "decode_yaml": decode_yaml,
+            "encode_yaml_stream": encode_yaml_stream, "local": local,
+            "fall_back_on": fall_back_on, "sync": sync, "run": run, "restart_container": restart_container,
+            "docker_build": docker_build, "port_forward": port_forward, "link": link,
+            "k8s_resource": k8s_resource, "local_resource": local_resource,
+            "update_settings": update_settings,
+            "_config_define_string": define_string, "_config_define_string_list": define_string_list,
+            "_config_define_bool": define_bool, "_config_parse": parse,
+            "_config_set_enabled_resources": set_enabled_resources,
+            "_os_getcwd": getcwd, "_os_getenv": getenv, "_os_path_exists": exists, "_os_path_join": join,
+            "_os_path_abspath": abspath, "_os_path_relpath": relpath, "_os_path_basename": basename,
+            "_os_path_dirname": dirname, "_os_path_realpath": realpath,
+        }
 
     def _check_live_update(self, ref: str, context_dir: Path, steps: list) -> None:
         """The rules Tilt enforces when it loads live_update steps."""
@@ -785,4 +785,4 @@ def selector_matches(selector: str, obj: dict) -> bool:
     """Tilt's object selector name[:kind[:namespace]], case-insensitive."""
     parts = [p.lower() for p in selector.split(":")]
     fields = [obj["metadata"]["name"], obj["kind"], obj["metadata"].get("namespace", "")]
-    return all(part == value.lower() for part, value in zip(parts, fields))
+    return all(part == value.lower() for part, value in zip(parts, fields, strict=False))  # a selector may omit kind, namespace

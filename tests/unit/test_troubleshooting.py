@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devloop.manifests import kustomize
+
 from devloop.cli import build_parser
+from devloop.manifests import kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -55,7 +56,7 @@ def section() -> str:
 
 def entries() -> dict[str, str]:
     parts = re.split(r"^### (.+)\n", section(), flags=re.MULTILINE)
-    return dict(zip(parts[1::2], parts[2::2]))
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
 def commands(tool: str) -> list[str]:

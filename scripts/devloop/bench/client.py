@@ -15,21 +15,7 @@ from typing import Any
 
 from devloop.bench.stats import RequestResult
 from devloop.common.errors import DevloopError, UsageError
-
-# Short, frequent English words: a BPE tokenizer (Qwen, Llama, GPT) encodes each, with its
-# leading space, as one token, so a prompt of N words starts close to N tokens.
-WORDS = (
-    "the of and to in is was for on that with as by at from his her are be this had not but "
-    "they have it one which you were all we when there can an their more if been has would who "
-    "will so no out up into them some could time these two may first then do any like my now "
-    "over such our man me even most made after also did many before must through back years "
-    "where much your way well down should because each just those people how too little state "
-    "good very make world still own see men work long get here between both life being under "
-    "never day same another know while last might us great old year off come since against go "
-    "came right used take three house use during without again place around however home small "
-    "found thought went say part once general high upon school every far light water city true "
-    "point number hand show side hold tree river sound word line open book paper green stone"
-).split()
+from devloop.common.words import COMMON_WORDS
 
 
 @dataclass
@@ -66,7 +52,7 @@ def base_url(url: str) -> str:
 
 
 def random_words(rng: random.Random, count: int) -> list[str]:
-    return [rng.choice(WORDS) for _ in range(count)]
+    return [rng.choice(COMMON_WORDS) for _ in range(count)]
 
 
 class SSEParser:

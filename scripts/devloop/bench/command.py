@@ -26,6 +26,7 @@ from devloop.bench.driver import run_benchmark
 from devloop.bench.stats import LevelSummary, format_table
 from devloop.common.errors import UsageError
 
+
 def parse_int_list(text: str, name: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]

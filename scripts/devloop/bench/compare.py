@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from devloop.bench import launcher, membw, plans, procmem
-from devloop.engine import cpus
 from devloop.bench.client import BenchConfig
 from devloop.bench.command import parse_int_list
 from devloop.bench.driver import run_benchmark
 from devloop.common.errors import DevloopError, UsageError
+from devloop.engine import cpus
 
 GIB = 1 << 30
 METRICS = (  # (report key, level field, percentile or None)

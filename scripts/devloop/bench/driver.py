@@ -16,6 +16,7 @@ from devloop.bench.client import BenchConfig, Client, base_url
 from devloop.bench.stats import LevelSummary, RequestResult, summarize
 from devloop.common.errors import DevloopError
 
+
 class Progress:
     """One line on stderr: a redrawn bar on a terminal, a line per tenth in a log."""
 

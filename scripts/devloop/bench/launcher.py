@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devloop.bench import llamacpp, plans, procmem
-from devloop.engine import cpus, health, serve, tinymodel
-from devloop.engine.entrypoint import VLLM_SERVER_MODULE
 from devloop.common.errors import DevloopError
 from devloop.common.ports import free_port
+from devloop.engine import cpus, health, serve, tinymodel
+from devloop.engine.entrypoint import VLLM_SERVER_MODULE
 
 READY_TIMEOUT = 1800.0  # an 8B model's load and compile on two busy cores
 # Settings the entrypoint derives that vLLM's defaults must not inherit from this environment.
@@ -78,7 +78,7 @@ def _start_process(candidate: plans.Candidate, model: Path, port: int, workdir: 
     with open(log_path, "ab") as log:
         return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=serve.stop_with_parent)
+                                preexec_fn=serve.stop_with_parent)  # noqa: PLW1509 - one system call
 
 
 def start(candidate: plans.Candidate, models_dir: Path, workdir: Path) -> RunningServer:

@@ -25,8 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devloop.manifests import kustomize
 from devloop.common.errors import DevloopError
+from devloop.manifests import kustomize
 
 DIR_ENV = "DEVLOOP_LLAMACPP_DIR"
 SETUP_SCRIPT = "scripts/setup-llamacpp.sh"

@@ -9,6 +9,7 @@ from typing import Any
 
 from devloop.common.errors import DevloopError
 
+
 def require_matplotlib() -> None:
     """Fail with the fix before a long run, not after it."""
     try:

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 PROC = Path("/proc")
 
@@ -113,7 +114,7 @@ class SessionMemorySampler:
             result.peak_at_s = sample.seconds
             result.peak_processes = sample.processes
 
-    def __enter__(self) -> SessionMemorySampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

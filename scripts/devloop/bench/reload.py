@@ -39,10 +39,11 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Self
 
-from devloop.common.stats import percentile
 from devloop.common.errors import DevloopError, UsageError
 from devloop.common.ports import free_port
+from devloop.common.stats import percentile
 from devloop.engine.serve import stop_server
 
 TARGET_MS = 300.0  # issue 12: new code answers within 0.3 s of the file landing
@@ -105,7 +106,7 @@ class Load:
                 else:
                     self.answers.append((time.perf_counter(), version))
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         for thread in self.threads:
             thread.start()
         return self
@@ -177,7 +178,7 @@ def _start(argv: list[str], env: dict[str, str], workdir: str, container: bool,
 
     process = subprocess.Popen(argv, env=env, cwd=workdir, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True,
-                               preexec_fn=enter_cgroup if group is not None else None)
+                               preexec_fn=enter_cgroup if group is not None else None)  # noqa: PLW1509 - no thread yet
     return process, group, setting
 
 

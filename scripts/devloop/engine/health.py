@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlparse
 
-from devloop.engine import crash
 from devloop.common import logs
 from devloop.common.errors import UsageError
+from devloop.engine import crash
 
 log = logging.getLogger("devloop.health")
 

@@ -16,14 +16,14 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from devloop.common import logs
+from devloop.common.errors import DevloopError, UsageError
 from devloop.engine import crash, health
 from devloop.engine import settings as engine_settings
 from devloop.manifests import kustomize
-from devloop.common import logs
-from devloop.common.errors import DevloopError, UsageError
 
 log = logging.getLogger("devloop.serve")
 
@@ -92,15 +92,27 @@ def port_is_free(host: str, port: int) -> bool:
     return bind_error(host, port) is None
 
 
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+# Looked up here, in the parent: a preexec_fn runs between fork and exec, where a process with
+# threads (bench-compare samples memory in one) may safely make a system call but not import
+# or dlopen.
+_PRCTL = _libc_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
 def stop_with_parent() -> None:
     """Run in the child before exec: on Linux, have the kernel SIGTERM it when the parent dies,
     even by SIGKILL, so no vLLM outlives `devloop serve` holding the port. The setting survives
     the entrypoint's exec into vLLM. Elsewhere Ctrl-C and SIGTERM still stop it (stop_server)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_server(settings: Mapping[str, str], log_path: Path) -> subprocess.Popen:
@@ -116,7 +128,7 @@ def start_server(settings: Mapping[str, str], log_path: Path) -> subprocess.Pope
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=stop_with_parent,
+            preexec_fn=stop_with_parent,  # noqa: PLW1509 - one system call
         )
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from devloop.common import logs
-from devloop.gateway.cache.key import CachePolicy
 from devloop.gateway import sockets
+from devloop.gateway.cache.key import CachePolicy
 from devloop.gateway.config import config_from_args
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from devloop.manifests import kustomize
 from devloop.common.errors import DevloopError
+from devloop.manifests import kustomize
 
 # The oldest Kubernetes minor the local clusters we support still ship (Docker Desktop, kind,
 # k3d, minikube as of 2026); an object valid here is valid on newer ones.

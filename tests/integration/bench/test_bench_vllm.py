@@ -42,6 +42,7 @@ def _bench(url: str, tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedP
         capture_output=True,
         text=True,
         timeout=600,
+        check=False,
     )
     assert process.returncode == 0, process.stdout + process.stderr
     return process, json.loads(report_path.read_text())
@@ -96,6 +97,7 @@ def test_plot_is_written_or_the_missing_dependency_is_named(vllm_base_url, tmp_p
             capture_output=True,
             text=True,
             timeout=120,
+            check=False,
         )
         assert process.returncode == 1
         assert "pip install matplotlib" in process.stderr

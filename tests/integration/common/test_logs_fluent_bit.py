@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from devloop.manifests import kustomize
+
 from devloop.common import logs
+from devloop.manifests import kustomize
 
 ROOT = kustomize.project_root(Path(__file__).parent)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from devloop.engine import health, serve, tinymodel
 from devloop.common.ports import free_port
+from devloop.engine import health, serve, tinymodel
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="installed by scripts/bootstrap.sh")

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from devloop.engine import health, serve
-from devloop.common.ports import free_port
 
+from devloop.common.ports import free_port
+from devloop.engine import health, serve
 from tests.conftest import VLLM_READY_TIMEOUT
 from tests.manifests.policy import ENGINE_TEARDOWN_SECONDS
 

@@ -10,12 +10,13 @@ import typing
 from pathlib import Path
 
 import pytest
+
 from devloop.engine import serve
-from devloop.manifests import kustomize
 from devloop.engine.amx import cpu_flags
 from devloop.engine.cpus import format_cpu_list
 from devloop.engine.entrypoint import VLLM_SERVER_MODULE, vllm_args, vllm_env
 from devloop.engine.settings import DTYPES, Limits, load_config
+from devloop.manifests import kustomize
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="installed by scripts/bootstrap.sh")
@@ -149,8 +150,9 @@ def test_the_entrypoint_execs_so_the_server_process_is_vllm_itself(vllm_server):
 
 
 def test_vllms_own_plugin_loader_finds_the_amx_plugin():
-    from devloop.engine import amx
     from vllm.plugins import DEFAULT_PLUGINS_GROUP, load_plugins_by_group
+
+    from devloop.engine import amx
 
     plugins = load_plugins_by_group(DEFAULT_PLUGINS_GROUP)
     assert plugins[amx.PLUGIN_NAME] is amx.vllm_plugin

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+
 from devloop.gateway.cache.store import REDIS_KEY_PREFIX, CacheConfig, ResponseCache
 
 pytestmark = pytest.mark.redis

@@ -100,7 +100,7 @@ def timed_server() -> Iterator[tuple[str, web.Application]]:
 
 
 def test_bench_measures_first_token_and_token_gaps_the_server_produced(timed_server):
-    url, app = timed_server
+    url, _app = timed_server
     config = BenchConfig(
         url=url, concurrency=[2], input_len=12, output_len=6, num_prompts=4, warmup=0
     )

@@ -133,7 +133,7 @@ def test_without_the_llamacpp_environment_the_error_names_the_setup_script(tmp_p
 
 def test_the_cli_refuses_an_unknown_plan_and_bad_numbers():
     result = subprocess.run([sys.executable, "-m", "devloop", "bench-compare", "--plan", "x"],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 2 and "invalid choice" in result.stderr
     with pytest.raises(UsageError, match="--rounds"):
         compare.run(Namespace(plan="tuning", only=None, concurrency="1", rounds=0,

@@ -16,10 +16,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from devloop.manifests.kustomize import project_root
+
 from devloop.engine import amx
 from devloop.engine.entrypoint import fall_back_from_amx
 from devloop.engine.settings import EngineConfig
+from devloop.manifests.kustomize import project_root
 
 ROOT = project_root(Path(__file__).parent)
 AMX_FLAGS = {"avx512f", "amx_tile", "amx_bf16", "amx_int8"}

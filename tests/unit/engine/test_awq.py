@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from devloop.engine.tinymodel import awq
-from devloop.engine import tinymodel
 from devloop.common.errors import UsageError
+from devloop.engine import tinymodel
+from devloop.engine.tinymodel import awq
 
 torch = pytest.importorskip("torch", reason="installed with vLLM by scripts/bootstrap.sh")
 

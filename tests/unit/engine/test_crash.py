@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 
 import pytest
+
 from devloop.engine import crash
 
 AMX_CRASH = """\

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from devloop.manifests.kustomize import project_root
+
 from devloop.engine import cpus
 from devloop.engine.entrypoint import command, describe, vllm_args, vllm_env
 from devloop.engine.settings import SETTINGS, ConfigError, Limits, load_config, unknown_settings
+from devloop.manifests.kustomize import project_root
 
 ROOT = project_root(Path(__file__).parent)
 GIB = 1 << 30

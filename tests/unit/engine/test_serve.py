@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from devloop.engine import serve
+
 from devloop.common.ports import free_port as _free_port
+from devloop.engine import serve
 
 
 def test_settings_are_the_dev_overlays_rendered_configmap():

@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("transformers", reason="installed with vLLM by scripts/bootstrap.sh")
 
-from devloop.engine import tinymodel
 from devloop.common.errors import UsageError
+from devloop.engine import tinymodel
 
 
 def digest(directory: Path) -> dict[str, str]:

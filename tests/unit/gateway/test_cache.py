@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-from devloop.gateway.cache.store import CacheConfig, ResponseCache
-from devloop.gateway.cache.key import CachePolicy, cache_key, is_cacheable
-from devloop.gateway.cache.lru import LRUCache
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from devloop.gateway.cache.key import CachePolicy, cache_key, is_cacheable
+from devloop.gateway.cache.lru import LRUCache
+from devloop.gateway.cache.store import CacheConfig, ResponseCache
 
 BASE = {"model": "tiny", "prompt": "hello", "temperature": 0, "max_tokens": 16}
 

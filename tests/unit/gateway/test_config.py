@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from devloop.gateway.cache.key import CachePolicy
+
 from devloop.cli import build_parser
 from devloop.common.errors import UsageError
 from devloop.gateway import config_from_args, config_from_env
+from devloop.gateway.cache.key import CachePolicy
 from devloop.gateway.config import ENV_FIELDS
 from devloop.manifests.kustomize import project_root
 

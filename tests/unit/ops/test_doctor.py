@@ -13,9 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from devloop.ops.doctor import checks
 from devloop.ops.doctor import command as doctor
 from devloop.ops.doctor import facts as doctor_facts
-from devloop.ops.doctor import checks
 
 ROOT = Path(__file__).resolve().parents[3]
 GIB = 1024**3

@@ -14,12 +14,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from devloop.ops.doctor import command as doctor
 from devloop.ops.doctor import facts as doctor_facts
 
 from .test_doctor import ROOT, healthy, kind_node, result, tiltfile_list
 
-DOCKER_LINES = "\n".join([
+DOCKER_LINES = "\n".join([  # noqa: FLY002 - one image per line, each with its comment
     "localhost:5001/vllm-devloop\ttilt-5c3b1f2d9a0e\t2026-11-20 09:00:00 +0100 CET",
     "vllm-devloop\ttilt-77aa00bb11cc\t2026-11-21 10:30:00 +0100 CET",   # the newest
     "vllm-devloop\t<none>\t2026-11-22 08:00:00 +0100 CET",              # dangling: no tag to use

@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from devloop.common.errors import DevloopError
 from devloop.ops import modelcache
 from devloop.ops.modelcache import archive
-from devloop.common.errors import DevloopError
 
 
 def _make_cache(root: Path) -> dict[str, bytes]:

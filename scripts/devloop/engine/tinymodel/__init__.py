@@ -4,7 +4,6 @@ The package's public face, what the entrypoint, the benchmarks and the tests use
 holds the model shapes, `generate.py` the generator and `awq.py` the AWQ 4-bit checkpoint layout.
 """
 
-from devloop.engine.tinymodel.shapes import SHAPES
 from devloop.engine.tinymodel.generate import (
     CACHE_SUBDIR,
     COMPLETE_MARKER,
@@ -15,6 +14,7 @@ from devloop.engine.tinymodel.generate import (
     model_config,
     train_tokenizer,
 )
+from devloop.engine.tinymodel.shapes import SHAPES
 
 __all__ = [
     "CACHE_SUBDIR",

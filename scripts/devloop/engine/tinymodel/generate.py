@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from devloop.common.errors import UsageError
+from devloop.common.words import COMMON_WORDS_TEXT
 from devloop.engine.tinymodel.shapes import QUANTIZED_ONLY, SHAPES, ModelShape, shape_by_name
 
 # Bump when the output changes for the same inputs, so caches made by older code are not reused.
@@ -87,19 +88,7 @@ _CORPUS = [
     "모델을 불러오는 데 시간이 걸립니다. 준비가 끝나면 상태 확인이 성공합니다.",
     # The most frequent English words, so that (as with real tokenizers) a prompt of common
     # words costs about one token per word: benchmarks size prompts by that.
-    " ".join(
-        "the of and to in is was for on that with as by at from his her are be this had not but "
-        "they have it one which you were all we when there can an their more if been has would "
-        "who will so no out up into them some could time these two may first then do any like my "
-        "now over such our man me even most made after also did many before must through back "
-        "years where much your way well down should because each just those people how too "
-        "little state good very make world still own see men work long get here between both "
-        "life being under never day same another know while last might us great old year off "
-        "come since against go came right used take three house use during without again place "
-        "around however home small found thought went say part once general high upon school "
-        "every far light water city true point number hand show side hold tree river sound word "
-        "line open book paper green stone".split()
-    ),
+    COMMON_WORDS_TEXT,
 ]
 
 

@@ -29,13 +29,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlparse
 
-from devloop.gateway.cache import loadgen
 from devloop.common.errors import DevloopError, UsageError
 from devloop.common.ports import free_port as _free_port
 from devloop.common.ports import wait_until_listening
+from devloop.gateway.cache import loadgen
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -214,7 +214,7 @@ class _Servers:
         self.admins: dict[str, str] = {}
         self.pids: dict[str, int] = {}
 
-    def __enter__(self) -> _Servers:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -245,7 +245,8 @@ class _Servers:
         argv = [sys.executable, "-m", "devloop", "gateway", "--host", "127.0.0.1",
                 "--port", str(port), "--admin-port", str(admin_port),
                 "--upstream-url", upstream, "--redis-url", redis_url, *extra]
-        log = self.logs.enter_context(open(self.workdir / f"gateway-{name}.log", "wb"))
+        log_path = self.workdir / f"gateway-{name}.log"
+        log = self.logs.enter_context(open(log_path, "wb"))  # noqa: SIM115 - the ExitStack closes it
         self.processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log))
         self.gateways[name] = f"http://127.0.0.1:{port}"
         self.admins[name] = f"http://127.0.0.1:{admin_port}"

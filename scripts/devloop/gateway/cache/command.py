@@ -24,9 +24,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from devloop.gateway.cache.store import REDIS_KEY_PREFIX, check_redis_url, flush_redis, make_redis_client
-from devloop.gateway.cache.key import cache_key
 from devloop.common.errors import DevloopError, UsageError
+from devloop.gateway.cache.key import cache_key
+from devloop.gateway.cache.store import (
+    REDIS_KEY_PREFIX,
+    check_redis_url,
+    flush_redis,
+    make_redis_client,
+)
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:

@@ -194,7 +194,7 @@ def redis_benchmark(
     lines = [line for line in output.splitlines() if line.startswith('"')]
     header = [cell.strip('"') for cell in lines[0].split(",")]
     values = [cell.strip('"') for cell in lines[1].split(",")]
-    row = dict(zip(header, values))
+    row = dict(zip(header, values, strict=True))
     return {
         "rps": float(row["rps"]),
         "p50_ms": float(row.get("p50_latency_ms", "nan")),

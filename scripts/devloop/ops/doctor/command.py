@@ -19,10 +19,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from devloop.common.errors import DevloopError
+from devloop.manifests import kustomize
 from devloop.ops.doctor import checks
 from devloop.ops.doctor import facts as doctor_facts
-from devloop.manifests import kustomize
-from devloop.common.errors import DevloopError
 
 # Where the image Tilt builds may be: Tilt builds with Docker; podman holds podman builds.
 IMAGE_TOOLS = ("docker", "podman")

@@ -174,9 +174,9 @@ def _pod_resources(pod: dict[str, Any]) -> tuple[int, int, int, int]:
 
     main = [of(container) for container in pod.get("containers", [])]
     init = [of(container) for container in pod.get("initContainers", [])]
-    summed = [sum(values) for values in zip(*main)] if main else [0, 0, 0, 0]
-    largest_init = [max(values) for values in zip(*init)] if init else [0, 0, 0, 0]
-    return tuple(max(a, b) for a, b in zip(summed, largest_init))  # type: ignore[return-value]
+    summed = [sum(values) for values in zip(*main, strict=True)] if main else [0, 0, 0, 0]
+    largest_init = [max(values) for values in zip(*init, strict=True)] if init else [0, 0, 0, 0]
+    return tuple(max(a, b) for a, b in zip(summed, largest_init, strict=True))  # type: ignore[return-value]
 
 
 def parse_nodes(nodes_json: dict[str, Any]) -> tuple[Node, ...]:

@@ -20,7 +20,6 @@ from devloop.ops.modelcache.archive import (
 from devloop.ops.modelcache.sources import Pod
 
 
-
 def verify(backup_dir: Path) -> list[str]:
     """Every problem with the backup: missing, resized or altered files. Empty when intact."""
     manifest = load_manifest(backup_dir)
