@@ -45,21 +45,19 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--force", action="store_true",
                          help="replace an existing backup / write into a non-empty target")
 
-    backup_parser = actions.add_parser("backup", help="copy the model cache to BACKUP_DIR")
-    backup_parser.add_argument("backup_dir", type=Path, metavar="BACKUP_DIR")
-    source = backup_parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--from-dir", type=Path, help="a local directory holding the cache")
-    source.add_argument("--from-pod", nargs="?", const="", metavar="POD",
-                        help=f"the engine pod (default: the first running {DEFAULT_SELECTOR})")
-    pod_options(backup_parser)
-
-    restore_parser = actions.add_parser("restore", help="verify BACKUP_DIR and copy it back")
-    restore_parser.add_argument("backup_dir", type=Path, metavar="BACKUP_DIR")
-    target = restore_parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--to-dir", type=Path, help="a local directory")
-    target.add_argument("--to-pod", nargs="?", const="", metavar="POD",
-                        help=f"the engine pod (default: the first running {DEFAULT_SELECTOR})")
-    pod_options(restore_parser)
+    for action, help_text, prefix, dir_help in (
+        ("backup", "copy the model cache to BACKUP_DIR", "from",
+         "a local directory holding the cache"),
+        ("restore", "verify BACKUP_DIR and copy it back", "to", "a local directory"),
+    ):
+        action_parser = actions.add_parser(action, help=help_text)
+        action_parser.add_argument("backup_dir", type=Path, metavar="BACKUP_DIR")
+        # Exactly one of --from-dir/--from-pod (backup) or --to-dir/--to-pod (restore).
+        where = action_parser.add_mutually_exclusive_group(required=True)
+        where.add_argument(f"--{prefix}-dir", type=Path, help=dir_help)
+        where.add_argument(f"--{prefix}-pod", nargs="?", const="", metavar="POD",
+                           help=f"the engine pod (default: the first running {DEFAULT_SELECTOR})")
+        pod_options(action_parser)
 
     verify_parser = actions.add_parser("verify", help="check BACKUP_DIR against its checksums")
     verify_parser.add_argument("backup_dir", type=Path, metavar="BACKUP_DIR")
