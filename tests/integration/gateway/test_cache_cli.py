@@ -58,3 +58,24 @@ def test_an_unreachable_redis_is_an_error_that_says_what_to_do() -> None:
     result = _devloop("stats", "--redis-url", "redis://127.0.0.1:1/0")
     assert result.returncode == 1
     assert "is it running?" in result.stderr
+
+
+def test_cache_bench_measures_misses_and_both_tiers_with_the_gateways_it_starts(
+    toy_upstream, redis_url
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "devloop", "cache", "bench", "--upstream-url", toy_upstream.url,
+         "--redis-url", redis_url, "--concurrency", "1,2", "--duration", "0.5", "--misses", "4",
+         "--client", "python", "--redis-benchmark-requests", "500"],
+        capture_output=True, check=False, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"] == "toy" and report["redis"] == redis_url
+    assert report["miss"]["direct"]["n"] == report["miss"]["via_gateway"]["n"] == 4
+    assert [level["concurrency"] for level in report["hits"]] == [1, 2]
+    for level in report["hits"]:
+        for tier in ("local_tier", "redis_tier"):
+            assert level[tier]["n"] > 0 and level[tier]["not_hits"] == 0, level
+        assert level["library_redis_tier"]["n"] > 0
+    assert "redis_tier" in result.stderr  # the table
