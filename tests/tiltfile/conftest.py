@@ -9,7 +9,8 @@ import pytest
 from devloop.manifests import kustomize
 
 from .dockerfile import Dockerfile, parse_dockerfile
-from .tilt_api import Recording, Resource, TiltEnvironment
+from .tilt_api import TiltEnvironment
+from .tilt_records import Recording, Resource
 
 ROOT = kustomize.project_root(Path(__file__).parent)
 TILTFILE = ROOT / "Tiltfile"

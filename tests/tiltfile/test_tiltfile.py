@@ -14,14 +14,8 @@ from devloop.manifests import kustomize
 
 from .conftest import CRD_FILES, OVERLAYS, ROOT, TILTFILE, evaluate
 from .fake_kubectl import FakeCluster
-from .tilt_api import (
-    Blob,
-    TiltEnvironment,
-    TiltfileError,
-    TriggerMode,
-    image_name,
-    pod_containers,
-)
+from .tilt_api import TiltEnvironment
+from .tilt_records import Blob, TiltfileError, TriggerMode, image_name, pod_containers
 
 IMAGE = "vllm-devloop"
 ENGINE, GATEWAY, REDIS = "llm-engine", "llm-gateway", "llm-redis"

@@ -16,7 +16,8 @@ from devloop.manifests import kustomize
 
 from .conftest import CRD_FILES, OVERLAYS, ROOT, TILTFILE
 from .fake_kubectl import FakeCluster
-from .tilt_api import Blob, TiltEnvironment
+from .tilt_api import TiltEnvironment
+from .tilt_records import Blob
 
 overlays = pytest.mark.parametrize("overlay", OVERLAYS)
 

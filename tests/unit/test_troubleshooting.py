@@ -93,8 +93,8 @@ def overlays() -> dict[str, Overlay]:
     return by_namespace
 
 
-def kubectl_problems(command: str, overlays: dict[str, Overlay]) -> list[str]:
-    """What in a kubectl command line names something the overlays do not have (empty: fine)."""
+def parse_kubectl(command: str) -> tuple[dict[str, str], list[str]]:
+    """The options (flag -> value) and positional words of a kubectl command line."""
     tokens = shlex.split(command.split(" | ")[0], comments=True)[1:]
     if "--" in tokens:
         tokens = tokens[:tokens.index("--")]
@@ -113,6 +113,43 @@ def kubectl_problems(command: str, overlays: dict[str, Overlay]) -> list[str]:
         else:
             positional.append(token)
         index += 1
+    return options, positional
+
+
+def port_problems(ref: str, workload: dict, rest: list[str]) -> list[str]:
+    """`port-forward REF [LOCAL:]REMOTE`: REMOTE must be a port the Service or a container has."""
+    remote = int(rest[0].split(":")[-1])
+    if workload["kind"] == "Service":
+        ports = [port["port"] for port in workload["spec"].get("ports", [])]
+    else:  # a workload: kubectl forwards to the port a container declares
+        ports = [port["containerPort"]
+                 for container in workload["spec"]["template"]["spec"]["containers"]
+                 for port in container.get("ports", [])]
+    return [] if remote in ports else [f"{ref} has no port {remote} (it has {ports})"]
+
+
+def pod_problems(options: dict[str, str], workload: dict | None, overlay: Overlay,
+                 namespace: str) -> list[str]:
+    """-c CONTAINER and -l SELECTOR must name a container and a label the pods have."""
+    problems = []
+    container = options.get("-c") or options.get("--container")
+    if container:
+        templates = [workload["spec"]["template"]] if workload and "template" in workload.get("spec", {}) \
+            else overlay.pod_templates()
+        names = {c["name"] for template in templates for c in template["spec"]["containers"]}
+        if container not in names:
+            problems.append(f"container {container} is not one of {sorted(names)}")
+    selector = options.get("-l") or options.get("--selector")
+    if selector:
+        key, _, value = selector.partition("=")
+        if not any(template["metadata"]["labels"].get(key) == value for template in overlay.pod_templates()):
+            problems.append(f"no pod of the {namespace} overlay has the label {selector}")
+    return problems
+
+
+def kubectl_problems(command: str, overlays: dict[str, Overlay]) -> list[str]:
+    """What in a kubectl command line names something the overlays do not have (empty: fine)."""
+    options, positional = parse_kubectl(command)
     problems = []
     namespace = options.get("-n") or options.get("--namespace")
     overlay = overlays.get(namespace) if namespace else None
@@ -143,28 +180,8 @@ def kubectl_problems(command: str, overlays: dict[str, Overlay]) -> list[str]:
         if workload is None:
             problems.append(f"{kind_alias}/{name} is not in the {namespace} overlay")
     if verb == "port-forward" and workload is not None and rest:
-        remote = int(rest[0].split(":")[-1])
-        if workload["kind"] == "Service":
-            ports = [port["port"] for port in workload["spec"].get("ports", [])]
-        else:  # a workload: kubectl forwards to the port a container declares
-            ports = [port["containerPort"]
-                     for container in workload["spec"]["template"]["spec"]["containers"]
-                     for port in container.get("ports", [])]
-        if remote not in ports:
-            problems.append(f"{kind_alias}/{name} has no port {remote} (it has {ports})")
-    container = options.get("-c") or options.get("--container")
-    if container:
-        templates = [workload["spec"]["template"]] if workload and "template" in workload.get("spec", {}) \
-            else overlay.pod_templates()
-        names = {c["name"] for template in templates for c in template["spec"]["containers"]}
-        if container not in names:
-            problems.append(f"container {container} is not one of {sorted(names)}")
-    selector = options.get("-l") or options.get("--selector")
-    if selector:
-        key, _, value = selector.partition("=")
-        if not any(template["metadata"]["labels"].get(key) == value for template in overlay.pod_templates()):
-            problems.append(f"no pod of the {namespace} overlay has the label {selector}")
-    return problems
+        problems += port_problems(f"{kind_alias}/{name}", workload, rest)
+    return problems + pod_problems(options, workload, overlay, namespace)
 
 
 def kubectl_accepts(command: str) -> subprocess.CompletedProcess:
