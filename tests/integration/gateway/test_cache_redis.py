@@ -139,11 +139,13 @@ def test_concurrent_redis_lookups_each_get_their_own_answer(redis_url: str) -> N
     keys = [f"key{index}" for index in range(300)]
 
     async def scenario() -> tuple[list, list, dict]:
-        writer = _cache(redis_url)
+        # What is checked is which answer each lookup gets, not how fast: a generous timeout,
+        # so a busy machine (two xdist workers, one starting gateways) cannot fail the test.
+        writer = _cache(redis_url, redis_timeout_seconds=5.0)
         for key in keys[:200]:  # the last 100 are absent: misses mixed into the batches
             await writer.set(key, f"answer-of-{key}".encode())
         await writer.aclose()
-        reader = _cache(redis_url)
+        reader = _cache(redis_url, redis_timeout_seconds=5.0)
         asked = keys * 2
         random.Random(7).shuffle(asked)
         got = await asyncio.gather(*(reader.get(key) for key in asked))
