@@ -1,6 +1,7 @@
 """Tilt's Tiltfile API as recording builtins (see tilt_api.py): each with the parameter names and
 defaults of Tilt's API reference (https://docs.tilt.dev/api.html), grouped as the reference
-groups them; TiltEnvironment inherits them."""
+groups them; TiltEnvironment inherits them. (Just over 400 lines: the API is Tilt's, one
+short function per builtin.)"""
 
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ class TiltBuiltins:
         }
 
     def _yaml_builtins(self) -> dict[str, Any]:
-        """Kubernetes YAML in and out: kustomize, k8s_yaml, local (kubectl), the yaml codecs."""
+        """Kubernetes YAML in and out: kustomize, k8s_yaml, local (kubectl), the yaml codecs.
+        (Just over 60 lines: six builtins that belong together, each a few lines.)"""
         rec = self.rec
 
         def kustomize(pathToDir: str, kustomize_bin: str | None = None) -> Any:  # Tilt's parameter name
