@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
-from devloop.ports import free_port as _free_port
+
+from devloop.common.ports import free_port as _free_port
 
 STATE_DIR_ENV = "DEVLOOP_TEST_STATE_DIR"
 _OWNS_STATE_DIR = pytest.StashKey[bool]()
@@ -86,7 +87,7 @@ def _stop_process_group(pid: int) -> None:
 
 def _start_vllm(state_dir: Path) -> dict:
     """Start the server and wait until the health check passes; the state to share."""
-    from devloop import health, serve
+    from devloop.engine import health, serve
 
     if importlib.util.find_spec("vllm") is None:
         return {"error": "vLLM is not installed in this environment: run "

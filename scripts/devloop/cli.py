@@ -15,24 +15,24 @@ import sys
 from collections.abc import Sequence
 
 from devloop import __version__
-from devloop.errors import DEBUG_ENV, DevloopError
+from devloop.common.errors import DEBUG_ENV, DevloopError
 
 SUBCOMMAND_MODULES = (
-    "devloop.render",
-    "devloop.entrypoint",
-    "devloop.health",
-    "devloop.serve",
-    "devloop.tinymodel",
-    "devloop.validate",
-    "devloop.bench",
-    "devloop.benchcompare",
-    "devloop.membw",
-    "devloop.dashboard",
+    "devloop.manifests.render",
+    "devloop.engine.entrypoint",
+    "devloop.engine.health",
+    "devloop.engine.serve",
+    "devloop.engine.tinymodel",
+    "devloop.manifests.validate",
+    "devloop.bench.command",
+    "devloop.bench.compare",
+    "devloop.bench.membw",
+    "devloop.bench.dashboard",
     "devloop.gateway",
-    "devloop.cache_cli",
-    "devloop.modelcache",
-    "devloop.reloadbench",
-    "devloop.doctor",
+    "devloop.gateway.cache.command",
+    "devloop.ops.modelcache.command",
+    "devloop.bench.reload",
+    "devloop.ops.doctor.command",
 )
 
 
@@ -64,7 +64,7 @@ def main(
         return error.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception as error:  # noqa: BLE001 - the last resort: one line, never a traceback
+    except Exception as error:  # the last resort: one line, never a traceback
         if os.environ.get(DEBUG_ENV):
             raise
         print(

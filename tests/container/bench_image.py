@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 from . import local_images, podman, stack
 from .context import DOCKERFILE, ROOT, copy_context, edit_code
@@ -45,7 +45,7 @@ def _timed(times: int, measure) -> list[float]:
 
 
 def _engine_start(run_id: str) -> float:
-    objects = manifests.load_objects(manifests.render_overlay(stack.OVERLAY))
+    objects = kustomize.load_objects(kustomize.render_overlay(stack.OVERLAY))
     try:
         network = stack.create_network(run_id)
         _, _, _, seconds = stack.start_engine(objects, TAG, run_id, network)

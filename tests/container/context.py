@@ -12,7 +12,7 @@ CONTEXT_FILES = ["image", "pyproject.toml", "LICENSE", "README.md", "scripts", "
 SKIPPED = ("__pycache__", "*.egg-info", "*.pyc")
 # Tilt labels every image it builds with these (internal/docker/client.go, BuiltLabelSet).
 TILT_LABELS = ["dev.tilt.built=true", "dev.tilt.gc=true"]
-EDITED_MODULE = Path("scripts") / "devloop" / "health.py"
+EDITED_MODULE = Path("scripts") / "devloop" / "engine" / "health.py"
 
 
 def copy_context(destination: Path) -> Path:

@@ -15,8 +15,10 @@ import time
 from dataclasses import asdict, dataclass
 
 import requests
-from devloop import health, manifests
-from devloop.ports import free_port
+
+from devloop.common.ports import free_port
+from devloop.engine import health
+from devloop.manifests import kustomize
 
 from . import podman, podspec
 
@@ -116,7 +118,7 @@ def create_network(run_id: str) -> str:
 
 def start(image: str, redis_image: str, run_id: str) -> Stack:
     """Network, Redis, engine and gateway; returns once the engine served a completion."""
-    objects = manifests.load_objects(manifests.render_overlay(OVERLAY))
+    objects = kustomize.load_objects(kustomize.render_overlay(OVERLAY))
     network = create_network(run_id)
     redis, _ = _start(objects, REDIS, redis_image, run_id, network)
     engine, engine_url, model, engine_seconds = start_engine(objects, image, run_id, network)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from devloop import amx
+
+from devloop.engine import amx
 
 from . import podman
 from .stack import ENGINE, GATEWAY, REDIS
@@ -30,7 +31,7 @@ def test_image_registers_the_amx_plugin_vllm_loads_in_every_process(built_image)
               f" if e.name == {amx.PLUGIN_NAME!r}])")
     result = podman.run(["run", "--rm", "--network=none", "--entrypoint=python3",
                          built_image["image"], "-c", script])
-    assert result.stdout.strip() == "['devloop.amx:vllm_plugin']"
+    assert result.stdout.strip() == "['devloop.engine.amx:vllm_plugin']"
 
 
 def test_engine_container_runs_with_the_deployments_security_context(dev_stack):

@@ -30,7 +30,8 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from devloop import serve
+
+from devloop.engine import serve
 
 from . import lifecycle, podman
 from .context import CONTEXT_FILES, ROOT, TILT_LABELS

@@ -81,5 +81,5 @@ def test_a_code_change_rebuilds_only_the_code_layers_offline(built_image, state_
     assert rebuilt and rebuilt[0].startswith("COPY ") and "scripts" in rebuilt[0], rebuilt
     assert not any(step.startswith("RUN ") for step in rebuilt), rebuilt
     check = podman.run(["run", "--rm", "--network=none", "--entrypoint=python3", tag, "-c",
-                        "import devloop.health as h; print(h.EDITED_BY_THE_CONTAINER_TEST)"])
+                        "import devloop.engine.health as h; print(h.EDITED_BY_THE_CONTAINER_TEST)"])
     assert check.stdout.strip() == "True"

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from devloop.errors import DevloopError
-from devloop.ports import free_port, wait_until_listening
+
+from devloop.common.errors import DevloopError
+from devloop.common.ports import free_port, wait_until_listening
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -47,7 +48,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        for attempt in range(5):
+        for _attempt in range(5):
             self.process = subprocess.Popen(
                 [
                     REDIS_SERVER,
@@ -247,59 +248,55 @@ class ToyUpstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _run(self) -> None:
+    @staticmethod
+    async def _stream(request, prompt: str):
+        """An SSE answer: 3 chunks 50 ms apart, or `stream:COUNT:GAP`."""
         from aiohttp import web
 
-        async def completions(request: web.Request) -> web.StreamResponse:
-            body = await request.json()
-            prompt = str(body.get("prompt", body.get("messages", "")))
-            self.arrivals[prompt] += 1
-            number = self.arrivals[prompt]
-            if prompt.startswith("status:"):
-                status = int(prompt.split(":")[1])
-                return web.json_response(
-                    {
-                        "error": {
-                            "message": "toy failure",
-                            "type": "BadRequestError",
-                            "param": None,
-                            "code": status,
-                        }
-                    },
-                    status=status,
-                )
-            if prompt.startswith("html:"):
-                return web.Response(
-                    status=int(prompt.split(":")[1]),
-                    text="<html>bad gateway</html>",
-                    content_type="text/html",
-                )
-            if prompt == "hang":
-                await asyncio.sleep(3600)
-            if prompt.startswith("sleep:"):
-                await asyncio.sleep(float(prompt.split(":")[1]))
-            if body.get("stream"):
-                response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-                await response.prepare(request)
-                count, gap = 3, 0.05
-                if prompt.startswith("stream:"):
-                    count, gap = int(prompt.split(":")[1]), float(prompt.split(":")[2])
-                for index in range(count):
-                    chunk = {"choices": [{"text": "abc"[index % 3], "finish_reason":
-                                          "length" if index == count - 1 else None}]}
-                    await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                    await asyncio.sleep(gap)
-                await response.write(b"data: [DONE]\n\n")
-                return response
-            return web.json_response(
-                {
-                    "id": f"cmpl-{number}",
-                    "object": "text_completion",
-                    "choices": [
-                        {"index": 0, "text": f"{prompt}#{number}", "finish_reason": "length"}
-                    ],
-                }
-            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        count, gap = 3, 0.05
+        if prompt.startswith("stream:"):
+            count, gap = int(prompt.split(":")[1]), float(prompt.split(":")[2])
+        for index in range(count):
+            chunk = {"choices": [{"text": "abc"[index % 3], "finish_reason":
+                                  "length" if index == count - 1 else None}]}
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await asyncio.sleep(gap)
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def _completions(self, request):
+        """What the prompt asks for: `status:N`, `html:N`, `hang`, `sleep:S`, a stream, or an
+        answer numbered by how often this prompt arrived."""
+        from aiohttp import web
+
+        body = await request.json()
+        prompt = str(body.get("prompt", body.get("messages", "")))
+        self.arrivals[prompt] += 1
+        number = self.arrivals[prompt]
+        if prompt.startswith("status:"):
+            status = int(prompt.split(":")[1])
+            error = {"message": "toy failure", "type": "BadRequestError", "param": None,
+                     "code": status}
+            return web.json_response({"error": error}, status=status)
+        if prompt.startswith("html:"):
+            return web.Response(status=int(prompt.split(":")[1]),
+                                text="<html>bad gateway</html>", content_type="text/html")
+        if prompt == "hang":
+            await asyncio.sleep(3600)
+        if prompt.startswith("sleep:"):
+            await asyncio.sleep(float(prompt.split(":")[1]))
+        if body.get("stream"):
+            return await self._stream(request, prompt)
+        return web.json_response({
+            "id": f"cmpl-{number}",
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": f"{prompt}#{number}", "finish_reason": "length"}],
+        })
+
+    def _run(self) -> None:
+        from aiohttp import web
 
         async def models(request: web.Request) -> web.Response:
             return web.json_response({"object": "list", "data": [{"id": "toy", "object": "model"}]})
@@ -308,8 +305,8 @@ class ToyUpstream:
             return web.Response(text="")
 
         app = web.Application()
-        app.router.add_post("/v1/completions", completions)
-        app.router.add_post("/v1/chat/completions", completions)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", models)
         app.router.add_get("/health", health)
         runner = web.AppRunner(app, shutdown_timeout=0.1)

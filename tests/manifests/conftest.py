@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
-ROOT = manifests.project_root(Path(__file__).parent)
-OVERLAYS = manifests.overlay_names(ROOT)
+ROOT = kustomize.project_root(Path(__file__).parent)
+OVERLAYS = kustomize.overlay_names(ROOT)
 COMPONENTS = sorted(
     entry.name
-    for entry in (ROOT / manifests.COMPONENTS_DIR).iterdir()
+    for entry in (ROOT / kustomize.COMPONENTS_DIR).iterdir()
     if (entry / "kustomization.yaml").is_file()
 )
 # The ingress routes to the gateway that the cache component adds; every other set stands alone.
@@ -35,12 +35,12 @@ def write_kustomization(workdir: Path, components: tuple[str, ...]) -> Path:
     """A kustomization of the base plus `components`. kustomize refuses absolute paths, so the
     entries are relative to workdir."""
     workdir.mkdir(parents=True, exist_ok=True)
-    relative = lambda path: os.path.relpath(path, workdir)  # noqa: E731
+    relative = lambda path: os.path.relpath(path, workdir)
     lines = ["apiVersion: kustomize.config.k8s.io/v1beta1", "kind: Kustomization", "resources:",
-             f"  - {relative(ROOT / manifests.KUSTOMIZE_DIR / 'base')}"]
+             f"  - {relative(ROOT / kustomize.KUSTOMIZE_DIR / 'base')}"]
     if components:
         lines.append("components:")
-        lines += [f"  - {relative(ROOT / manifests.COMPONENTS_DIR / name)}" for name in components]
+        lines += [f"  - {relative(ROOT / kustomize.COMPONENTS_DIR / name)}" for name in components]
     (workdir / "kustomization.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return workdir
 
@@ -58,13 +58,13 @@ def render_target(tmp_path_factory):
     def render(target: str) -> list[dict]:
         if target not in cache:
             if target.startswith("overlay:"):
-                text = manifests.render_overlay(target.removeprefix("overlay:"), ROOT)
+                text = kustomize.render_overlay(target.removeprefix("overlay:"), ROOT)
             else:
                 chosen = tuple(target.split("+")[1:])
-                text = manifests.render(
+                text = kustomize.render(
                     write_kustomization(tmp_path_factory.mktemp("kustomization"), chosen)
                 )
-            cache[target] = manifests.load_objects(text)
+            cache[target] = kustomize.load_objects(text)
         return cache[target]
 
     return render

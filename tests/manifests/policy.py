@@ -4,9 +4,10 @@ an empty list on the real manifests and a non-empty one on a deliberately broken
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from devloop.entrypoint import unknown_settings
+from devloop.engine.settings import unknown_settings
 
 Obj = dict[str, Any]
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
@@ -25,7 +26,7 @@ ROOT_ALLOWED = {
 ENDPOINT_REMOVAL_SECONDS = 5
 DECODE_SPEED_ANNOTATION = "vllm-devloop/decode-tokens-per-second"
 # vLLM 0.32 after its drain: engine core and worker teardown, then the HTTP server. Measured
-# 13.3 s on the 2-core VM (tests/integration/test_engine_drain_vllm.py pins this bound).
+# 13.3 s on the 2-core VM (tests/integration/engine/test_engine_drain_vllm.py pins this bound).
 ENGINE_TEARDOWN_SECONDS = 30
 # The gateway after its in-flight wait: closing its Redis and upstream sessions.
 GATEWAY_EXIT_SECONDS = 5

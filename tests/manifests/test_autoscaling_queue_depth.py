@@ -9,12 +9,12 @@ import re
 import pytest
 import yaml
 
-from devloop import manifests, validate
+from devloop.manifests import kustomize, validate
 
 from .conftest import ROOT
 
 QUEUE_DEPTH = "autoscaling/queue-depth"
-ADAPTER_VALUES = ROOT / manifests.COMPONENTS_DIR / QUEUE_DEPTH / "prometheus-adapter-values.yaml"
+ADAPTER_VALUES = ROOT / kustomize.COMPONENTS_DIR / QUEUE_DEPTH / "prometheus-adapter-values.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def _adapter_rule() -> dict:
 
 
 def test_queue_depth_replaces_the_cpu_target(objects):
-    hpa = manifests.find_object(objects, "HorizontalPodAutoscaler", "llm-engine")
+    hpa = kustomize.find_object(objects, "HorizontalPodAutoscaler", "llm-engine")
     assert hpa["spec"]["metrics"] == [
         {
             "type": "Pods",
@@ -49,7 +49,7 @@ def test_queue_depth_rendering_validates_strictly(objects):
 
 
 def test_without_the_sub_component_the_hpa_stays_on_cpu(render_target):
-    hpa = manifests.find_object(
+    hpa = kustomize.find_object(
         render_target("base+autoscaling"), "HorizontalPodAutoscaler", "llm-engine"
     )
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
@@ -61,7 +61,7 @@ def test_adapter_rule_turns_vllms_series_into_the_name_the_hpa_asks_for(objects)
     assert series == "vllm:num_requests_waiting"  # tests/integration checks vLLM exports it
     # The adapter's rename is a Go regexp replacement: ${1} is the first group.
     renamed = re.sub(rule["name"]["matches"], rule["name"]["as"].replace("${1}", r"\1"), series)
-    hpa = manifests.find_object(objects, "HorizontalPodAutoscaler", "llm-engine")
+    hpa = kustomize.find_object(objects, "HorizontalPodAutoscaler", "llm-engine")
     assert renamed == hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
     # Per-pod values: the HPA's Pods metric needs the pod and namespace labels mapped.
     assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}

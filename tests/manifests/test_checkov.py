@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 from .conftest import OVERLAYS, ROOT
 
@@ -37,7 +37,7 @@ def findings(tmp_path_factory) -> dict[str, set[str]]:
             "--output", "json"]
     for overlay in OVERLAYS:
         path = workdir / f"{overlay}.yaml"
-        path.write_text(manifests.render_overlay(overlay, ROOT))
+        path.write_text(kustomize.render_overlay(overlay, ROOT))
         args += ["--file", str(path)]
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     reports = json.loads(result.stdout)

@@ -9,7 +9,7 @@ import os
 import pytest
 import yaml
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 from . import policy
 from .conftest import write_kustomization
@@ -43,7 +43,7 @@ def test_no_kustomization_uses_deprecated_common_labels():
 
     offenders = [
         str(path.relative_to(ROOT))
-        for path in (ROOT / manifests.KUSTOMIZE_DIR).rglob("kustomization.yaml")
+        for path in (ROOT / kustomize.KUSTOMIZE_DIR).rglob("kustomization.yaml")
         if "commonLabels" in yaml.safe_load(path.read_text())
     ]
     assert offenders == []
@@ -57,11 +57,11 @@ def _objects(render_target, target="overlay:optimized"):
 
 
 def _find(objects, kind, name_prefix):
-    return manifests.find_object(objects, kind, name_prefix)
+    return kustomize.find_object(objects, kind, name_prefix)
 
 
 def test_ingress_without_the_cache_component_is_a_dangling_route(tmp_path):
-    objects = manifests.load_objects(manifests.render(write_kustomization(tmp_path, ("ingress",))))
+    objects = kustomize.load_objects(kustomize.render(write_kustomization(tmp_path, ("ingress",))))
     assert policy.ingress_violations(objects) == [
         "Ingress/llm routes to missing Service/llm-gateway"
     ]
@@ -145,7 +145,7 @@ def test_a_guide_flag_in_the_config_is_caught(render_target):
 
 def test_a_typo_in_an_overlays_engine_settings_is_caught(tmp_path):
     """Rendered for real: an overlay of the dev overlay adding MAX_NUM_SEQ=8 by mistake."""
-    dev = manifests.overlay_dir("dev", manifests.project_root())
+    dev = kustomize.overlay_dir("dev", kustomize.project_root())
     (tmp_path / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\n"
         "kind: Kustomization\n"
@@ -156,7 +156,7 @@ def test_a_typo_in_an_overlays_engine_settings_is_caught(tmp_path):
         "    literals:\n"
         "      - MAX_NUM_SEQ=8\n"
     )
-    objects = manifests.load_objects(manifests.render(tmp_path))
+    objects = kustomize.load_objects(kustomize.render(tmp_path))
     [violation] = policy.engine_setting_violations(objects)
     assert violation.endswith("unknown engine setting MAX_NUM_SEQ (did you mean MAX_NUM_SEQS?)")
 
@@ -176,8 +176,8 @@ def test_a_grace_period_too_short_for_the_drain_is_caught(render_target):
     _find(objects, "Deployment", "llm-engine")["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"] = 30  # the Kubernetes default: SIGKILL mid-stream
     assert policy.drain_violations(objects) == [
-        "Deployment/llm-engine container vllm: terminationGracePeriodSeconds 30 < preStop 5 s "
-        "+ drain 2130 s: the kubelet kills it mid-drain"
+        ("Deployment/llm-engine container vllm: terminationGracePeriodSeconds 30 < preStop 5 s "
+         "+ drain 2130 s: the kubelet kills it mid-drain")
     ]
 
 
@@ -187,11 +187,11 @@ def test_a_drain_shorter_than_the_longest_stream_is_caught(render_target):
     gateway = _find(objects, "Deployment", "llm-gateway")["spec"]["template"]["spec"]["containers"][0]
     gateway["env"] = [item for item in gateway["env"] if item["name"] != "GATEWAY_SHUTDOWN_TIMEOUT"]
     assert policy.drain_violations(objects) == [
-        "Deployment/llm-engine container vllm: SHUTDOWN_TIMEOUT=1800 s is shorter than the "
-        "longest stream (6827 s): it would be cut off",
+        ("Deployment/llm-engine container vllm: SHUTDOWN_TIMEOUT=1800 s is shorter than the "
+         "longest stream (6827 s): it would be cut off"),
         # Without the overlay's own value the gateway falls back to the cache component's.
-        "Deployment/llm-gateway container gateway: GATEWAY_SHUTDOWN_TIMEOUT=2100 s is shorter "
-        "than the longest stream (6827 s): it would be cut off",
+        ("Deployment/llm-gateway container gateway: GATEWAY_SHUTDOWN_TIMEOUT=2100 s is shorter "
+         "than the longest stream (6827 s): it would be cut off"),
     ]
 
 
@@ -199,8 +199,8 @@ def test_vllms_default_of_no_drain_is_caught(render_target):
     objects = _objects(render_target, "overlay:dev")
     del _find(objects, "ConfigMap", "llm-engine-config")["data"]["SHUTDOWN_TIMEOUT"]
     assert policy.drain_violations(objects) == [
-        "Deployment/llm-engine container vllm: SHUTDOWN_TIMEOUT=0 s is shorter than the longest "
-        "stream (1707 s): it would be cut off"
+        ("Deployment/llm-engine container vllm: SHUTDOWN_TIMEOUT=0 s is shorter than the longest "
+         "stream (1707 s): it would be cut off")
     ]
 
 
@@ -209,10 +209,10 @@ def test_a_container_that_stops_before_its_endpoint_is_gone_is_caught(render_tar
     del _find(objects, "Deployment", "llm-gateway")["spec"]["template"]["spec"]["containers"][0]["lifecycle"]
     _engine_container(objects)["lifecycle"]["preStop"] = {"exec": {"command": ["sleep", "1"]}}
     assert policy.drain_violations(objects) == [
-        "Deployment/llm-engine container vllm: preStop sleeps 1 s (< 5 s): it would stop "
-        "serving before its endpoint is removed",
-        "Deployment/llm-gateway container gateway: preStop sleeps 0 s (< 5 s): it would stop "
-        "serving before its endpoint is removed",
+        ("Deployment/llm-engine container vllm: preStop sleeps 1 s (< 5 s): it would stop "
+         "serving before its endpoint is removed"),
+        ("Deployment/llm-gateway container gateway: preStop sleeps 0 s (< 5 s): it would stop "
+         "serving before its endpoint is removed"),
     ]
 
 
@@ -222,8 +222,8 @@ def test_a_new_long_running_container_needs_a_known_drain(render_target):
     sidecar["name"] = "metrics-proxy"
     _find(objects, "Deployment", "llm-engine")["spec"]["template"]["spec"]["containers"].append(sidecar)
     assert policy.drain_violations(objects) == [
-        "Deployment/llm-engine container metrics-proxy: no known drain; describe its SIGTERM "
-        "behaviour in tests/manifests/policy.py or exempt it with the reason"
+        ("Deployment/llm-engine container metrics-proxy: no known drain; describe its SIGTERM "
+         "behaviour in tests/manifests/policy.py or exempt it with the reason")
     ]
 
 
@@ -231,6 +231,6 @@ def test_an_engine_without_its_decode_speed_cannot_be_checked(render_target):
     objects = _objects(render_target, "overlay:dev")
     del _find(objects, "Deployment", "llm-engine")["metadata"]["annotations"][policy.DECODE_SPEED_ANNOTATION]
     assert policy.drain_violations(objects) == [
-        "Deployment/llm-engine has no vllm-devloop/decode-tokens-per-second annotation: the "
-        "drain cannot be checked against the longest stream"
+        ("Deployment/llm-engine has no vllm-devloop/decode-tokens-per-second annotation: the "
+         "drain cannot be checked against the longest stream")
     ]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 from .conftest import COMPONENTS, OVERLAYS, ROOT
 
@@ -20,30 +20,30 @@ def test_the_overlays_and_components_are_the_designed_ones():
 
 def test_optimized_carries_the_guides_tuned_settings(render_target):
     objects = render_target("overlay:optimized")
-    config = manifests.find_object(objects, "ConfigMap", "llm-engine-config")["data"]
+    config = kustomize.find_object(objects, "ConfigMap", "llm-engine-config")["data"]
     assert (config["CPU_THREADS"], config["MAX_MODEL_LEN"], config["MAX_NUM_SEQS"]) == ("6", "4096", "8")
     assert "DeepSeek-R1-0528-Qwen3-8B" in config["MODEL_NAME"] and "GGUF" not in config["MODEL_NAME"]
-    engine = manifests.find_object(objects, "Deployment", "llm-engine")
+    engine = kustomize.find_object(objects, "Deployment", "llm-engine")
     resources = engine["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert resources == {"requests": {"cpu": "3", "memory": "8Gi"}, "limits": {"cpu": "6", "memory": "18Gi"}}
-    hpa = manifests.find_object(objects, "HorizontalPodAutoscaler", "llm-engine")
+    hpa = kustomize.find_object(objects, "HorizontalPodAutoscaler", "llm-engine")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
 
 
 def test_dev_runs_one_engine_without_autoscaling(render_target):
     objects = render_target("overlay:dev")
-    assert manifests.find_object(objects, "Deployment", "llm-engine")["spec"]["replicas"] == 1
+    assert kustomize.find_object(objects, "Deployment", "llm-engine")["spec"]["replicas"] == 1
     assert not [obj for obj in objects if obj["kind"] in ("HorizontalPodAutoscaler", "PodDisruptionBudget")]
 
 
 def test_a_config_change_rolls_the_engine_pods(tmp_path):
     """configMapGenerator's hash suffix changes with the content, and so does the pod template."""
     copy = tmp_path / "kustomize"
-    shutil.copytree(ROOT / manifests.KUSTOMIZE_DIR, copy)
+    shutil.copytree(ROOT / kustomize.KUSTOMIZE_DIR, copy)
 
     def engine_config_ref() -> str:
-        objects = manifests.load_objects(manifests.render(copy / "overlays" / "dev"))
-        engine = manifests.find_object(objects, "Deployment", "llm-engine")
+        objects = kustomize.load_objects(kustomize.render(copy / "overlays" / "dev"))
+        engine = kustomize.find_object(objects, "Deployment", "llm-engine")
         return engine["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"]
 
     before = engine_config_ref()
@@ -56,16 +56,17 @@ def test_a_config_change_rolls_the_engine_pods(tmp_path):
 
 def test_a_component_missing_a_file_fails_naming_the_file(tmp_path):
     copy = tmp_path / "kustomize"
-    shutil.copytree(ROOT / manifests.KUSTOMIZE_DIR, copy)
+    shutil.copytree(ROOT / kustomize.KUSTOMIZE_DIR, copy)
     (copy / "components" / "cache" / "service-llm-redis.yaml").unlink()
-    with pytest.raises(manifests.RenderError, match="service-llm-redis.yaml"):
-        manifests.render(copy / "overlays" / "dev")
+    with pytest.raises(kustomize.RenderError, match="service-llm-redis.yaml"):
+        kustomize.render(copy / "overlays" / "dev")
 
 
 def test_unknown_overlay_names_the_available_ones():
     result = subprocess.run(
         [sys.executable, "-m", "devloop", "render", "--overlay", "prod"],
         capture_output=True, text=True, cwd=ROOT,
+        check=False,
     )
     assert result.returncode == 2
     assert result.stdout == ""
@@ -75,7 +76,7 @@ def test_unknown_overlay_names_the_available_ones():
 def test_render_prints_exactly_what_kubectl_kustomize_renders():
     cli = subprocess.run([sys.executable, "-m", "devloop", "render", "--overlay", "dev"],
                          capture_output=True, text=True, cwd=ROOT, check=True)
-    direct = subprocess.run([manifests.kubectl_path(), "kustomize", "kustomize/overlays/dev"],
+    direct = subprocess.run([kustomize.kubectl_path(), "kustomize", "kustomize/overlays/dev"],
                             capture_output=True, text=True, cwd=ROOT, check=True)
     assert cli.stdout == direct.stdout
     assert cli.stderr.startswith("overlay dev: ")
@@ -87,5 +88,5 @@ def test_render_prints_exactly_what_kubectl_kustomize_renders():
 def test_a_standalone_kustomize_renders_the_same(overlay):
     standalone = subprocess.run(["kustomize", "build", f"kustomize/overlays/{overlay}"],
                                 capture_output=True, text=True, cwd=ROOT, check=True)
-    assert manifests.load_objects(standalone.stdout) == manifests.load_objects(
-        manifests.render_overlay(overlay, ROOT))
+    assert kustomize.load_objects(standalone.stdout) == kustomize.load_objects(
+        kustomize.render_overlay(overlay, ROOT))

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 from .dockerfile import Dockerfile, parse_dockerfile
-from .tilt_api import Recording, Resource, TiltEnvironment
+from .tilt_api import TiltEnvironment
+from .tilt_records import Recording, Resource
 
-ROOT = manifests.project_root(Path(__file__).parent)
+ROOT = kustomize.project_root(Path(__file__).parent)
 TILTFILE = ROOT / "Tiltfile"
 DOCKERFILE = ROOT / "image" / "Dockerfile"
-OVERLAYS = manifests.overlay_names(ROOT)
+OVERLAYS = kustomize.overlay_names(ROOT)
 # The CRDs of the kinds the components use, as the real operator installs them.
 CRD_FILES = sorted((ROOT / "kustomize" / "crds").glob("*.yaml"))
 

@@ -10,18 +10,12 @@ from pathlib import Path
 import pytest
 import starlark
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 from .conftest import CRD_FILES, OVERLAYS, ROOT, TILTFILE, evaluate
 from .fake_kubectl import FakeCluster
-from .tilt_api import (
-    Blob,
-    TiltEnvironment,
-    TiltfileError,
-    TriggerMode,
-    image_name,
-    pod_containers,
-)
+from .tilt_api import TiltEnvironment
+from .tilt_records import Blob, TiltfileError, TriggerMode, image_name, pod_containers
 
 IMAGE = "vllm-devloop"
 ENGINE, GATEWAY, REDIS = "llm-engine", "llm-gateway", "llm-redis"
@@ -69,7 +63,7 @@ def test_deploys_exactly_what_kubectl_kustomize_renders_where_the_cluster_has_ev
     handed = rec.k8s_yaml[0]
     assert isinstance(handed, Blob), "k8s_yaml got a string, which Tilt reads as a file path"
     assert handed.source == f"kustomize/overlays/{overlay}"
-    assert handed.text == manifests.render_overlay(overlay, ROOT)
+    assert handed.text == kustomize.render_overlay(overlay, ROOT)
 
 
 def test_overlay_defaults_to_dev():
@@ -175,100 +169,6 @@ def test_build_context_holds_every_file_the_dockerfile_copies(tilt_up, overlay, 
         assert not any(fnmatch.fnmatch(path, pattern) for pattern in build.ignore)
 
 
-@overlays
-def test_edits_outside_the_image_do_not_rebuild_it(tilt_up, overlay):
-    build = _build(tilt_up(overlay)[0])
-    assert build.only, "without only=, every edit in the repository (tests, .venv) rebuilds"
-    for path in ("tests", "kustomize", ".venv", "Tiltfile"):
-        assert not any(path == only or path.startswith(only + "/") for only in build.only)
-
-
-# -- live update ----------------------------------------------------------------------------
-
-
-@overlays
-def test_live_update_only_where_the_container_filesystem_is_writable(tilt_up, overlay):
-    rec, _ = tilt_up(overlay)
-    containers = [c for obj in rec.objects for c in pod_containers(obj)
-                  if image_name(c.get("image", "")) == IMAGE]
-    writable = all(not c.get("securityContext", {}).get("readOnlyRootFilesystem") for c in containers)
-    assert bool(_build(rec).live_update) == writable
-
-
-def test_dev_overlay_has_live_update(tilt_up):
-    assert _syncs(_build(tilt_up("dev")[0])), "the dev overlay must live-update code"
-
-
-@overlays
-def test_sync_sources_exist_inside_the_build_context(tilt_up, overlay):
-    build = _build(tilt_up(overlay)[0])
-    for local, _remote in _syncs(build):
-        path = _in_context(build, local)
-        assert (build.context / path).exists(), f"sync source {local} does not exist"
-        assert any(path == only or path.startswith(only + "/") for only in build.only)
-
-
-@overlays
-def test_sync_targets_are_where_the_dockerfile_puts_the_sources(tilt_up, overlay, dockerfile):
-    build = _build(tilt_up(overlay)[0])
-    for local, remote in _syncs(build):
-        path = _in_context(build, local)
-        found = dockerfile.destination(path, is_dir=(build.context / path).is_dir())
-        assert found is not None, f"image/Dockerfile never copies {path}, which Tilt syncs"
-        assert found[0] == posixpath.normpath(remote), (
-            f"sync {local} -> {remote}, but the Dockerfile puts it at {found[0]}")
-
-
-@overlays
-def test_synced_paths_are_writable_by_the_container_user(tilt_up, overlay, dockerfile):
-    """Tilt's sync runs as the container's user (10001, non-root): the copied files must be
-    its own, or the sync fails with permission denied."""
-    rec, resources = tilt_up(overlay)
-    build = _build(rec)
-    users = {str(obj["spec"]["template"]["spec"].get("securityContext", {}).get("runAsUser"))
-             for obj in rec.objects if obj["kind"] == "Deployment"
-             and any(image_name(c["image"]) == IMAGE for c in pod_containers(obj))}
-    users.add(dockerfile.final.user.split(":")[0])
-    for local, remote in _syncs(build):
-        path = _in_context(build, local)
-        target, copy = dockerfile.destination(path, is_dir=(build.context / path).is_dir())
-        owner = copy.chown.split(":")[0]
-        chowned_later = any("chown" in run and ("/app" in run or target in run)
-                            for run in dockerfile.final.runs)
-        assert owner in users or chowned_later, (
-            f"{target} is copied with --chown={copy.chown or '(root)'}; the pod runs as {users}")
-
-
-@overlays
-def test_live_update_steps_are_in_tilts_order(tilt_up, overlay):
-    kinds = [step.kind for step in _build(tilt_up(overlay)[0]).live_update]
-    order = ["fall_back_on", "sync", "run"]
-    assert [order.index(k) for k in kinds] == sorted(order.index(k) for k in kinds)
-    assert "restart_container" not in kinds, "restart_container() is for Docker Compose only"
-
-
-def test_dependency_image_and_entrypoint_changes_rebuild(tilt_up):
-    """pyproject.toml and image/ change what the image installs; the entrypoint runs once as
-    the engine's PID 1 and execs vLLM, so a synced copy would never run: all three rebuild."""
-    build = _build(tilt_up("dev")[0])
-    fall_back = {_in_context(build, p) for p in _fall_back_paths(build)}
-    assert {"pyproject.toml", "image", "scripts/devloop/entrypoint.py"} <= fall_back
-    for path in fall_back:
-        assert (build.context / path).exists(), f"fall_back_on names a missing path {path}"
-
-
-def test_code_the_gateway_runs_is_synced_not_rebuilt(tilt_up):
-    build = _build(tilt_up("dev")[0])
-    synced = [_in_context(build, local) for local, _ in _syncs(build)]
-    assert "scripts" in synced
-    assert (ROOT / "scripts/devloop/gateway/server.py").is_file()
-
-
-def test_dev_gateway_reloads_itself_on_synced_code(tilt_up):
-    rec, _ = tilt_up("dev")
-    gateway = next(o for o in rec.objects if o["kind"] == "Deployment" and o["metadata"]["name"] == GATEWAY)
-    container = next(c for c in pod_containers(gateway) if c["name"] == "gateway")
-    assert container["command"][-1] == "--reload" and "gateway" in container["command"]
 
 
 # -- resources ------------------------------------------------------------------------------
@@ -324,7 +224,7 @@ def test_gateway_waits_for_redis_and_not_for_the_engine(tilt_up, overlay):
 
 @overlays
 def test_engine_readiness_waits_for_the_pod_whose_startup_probe_allows_a_slow_load(tilt_up, overlay):
-    rec, resources = tilt_up(overlay)
+    _rec, resources = tilt_up(overlay)
     assert resources[ENGINE].pod_readiness in ("", "wait")
     engine = resources[ENGINE].workload
     vllm = next(c for c in pod_containers(engine) if c["name"] == "vllm")
@@ -378,14 +278,14 @@ def test_manifest_tests_rerun_when_kustomize_changes(tilt_up):
 def test_benchmark_button_runs_devloop_bench_when_it_exists(tilt_up):
     _, resources = tilt_up("dev")
     bench = [r for r in resources.values() if r.kind == "local" and "devloop bench " in f"{r.cmd} "]
-    has_bench = (ROOT / "scripts/devloop/bench.py").is_file()
+    has_bench = (ROOT / "scripts/devloop/bench/command.py").is_file()
     assert bool(bench) == has_bench
     for button in bench:
         assert button.trigger_mode == TriggerMode.MANUAL and button.auto_init is False
 
 
 def test_tilt_ci_runs_the_health_check_by_itself():
-    env, rec = evaluate(subcommand="ci")
+    env, _rec = evaluate(subcommand="ci")
     resources = env.assemble()
     assert resources["health"].auto_init is True
     assert ENGINE in resources["health"].resource_deps

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from devloop import manifests
-from devloop.doctor_checks import is_local_context
+from devloop.manifests import kustomize
+from devloop.ops.doctor.checks import is_local_context
 
 from .conftest import ROOT
 
@@ -26,7 +26,7 @@ def local_cluster() -> str:
         pytest.skip("no `tilt` binary on PATH (https://docs.tilt.dev/install.html)")
     if shutil.which("docker") is None:
         pytest.skip("no `docker` CLI on PATH: tilt ci builds the image with it")
-    kubectl = manifests.kubectl_path()
+    kubectl = kustomize.kubectl_path()
     context = subprocess.run([kubectl, "config", "current-context"], capture_output=True,
                              text=True, check=False).stdout.strip()
     if not context:

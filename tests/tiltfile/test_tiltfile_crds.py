@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import starlark
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 from .conftest import CRD_FILES, OVERLAYS, ROOT, TILTFILE
 from .fake_kubectl import FakeCluster
-from .tilt_api import Blob, TiltEnvironment
+from .tilt_api import TiltEnvironment
+from .tilt_records import Blob
 
 overlays = pytest.mark.parametrize("overlay", OVERLAYS)
 
@@ -30,7 +31,7 @@ def builtin_groups() -> frozenset[str]:
     """The API groups of every built-in kind, from kubernetes-validate's Kubernetes schema."""
     import kubernetes_validate
 
-    from devloop import validate
+    from devloop.manifests import validate
 
     schema_dir = (Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
                   / f"v{validate.KUBERNETES_VERSION}-local-strict")
@@ -47,12 +48,12 @@ def _run(overlay: str, cluster: FakeCluster):
 def test_the_tiltfiles_builtin_groups_are_those_of_kubernetes_own_kinds():
     match = re.search(r"^BUILTIN_GROUPS = (\[.*?\])", TILTFILE.read_text(), re.MULTILINE | re.DOTALL)
     assert match, "the Tiltfile has no BUILTIN_GROUPS"
-    assert set(eval(match.group(1))) == builtin_groups()  # noqa: S307 - a list literal of ours
+    assert set(eval(match.group(1))) == builtin_groups()  # a list literal of ours
 
 
 @overlays
 def test_a_bare_cluster_gets_every_object_but_those_whose_crd_it_lacks(overlay):
-    rendered = manifests.load_objects(manifests.render_overlay(overlay, ROOT))
+    rendered = kustomize.load_objects(kustomize.render_overlay(overlay, ROOT))
     cluster = FakeCluster()
     _, rec = _run(overlay, cluster)
     assert rec.failure is None
@@ -129,7 +130,7 @@ def test_str_of_a_local_blob_is_its_text_as_in_tilt(tmp_path):
 
 
 def test_the_warning_gives_devloop_doctors_advice_word_for_word():
-    from devloop.doctor_checks import CRD_INSTALL_HINTS
+    from devloop.ops.doctor.checks import CRD_INSTALL_HINTS
 
     _, rec = _run("optimized", FakeCluster())
     assert CRD_INSTALL_HINTS["monitoring.coreos.com"] in rec.warnings[0]

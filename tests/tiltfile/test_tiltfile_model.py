@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from devloop import manifests
+from devloop.manifests import kustomize
 
 from .conftest import CRD_FILES, OVERLAYS, ROOT, TILTFILE, evaluate
 from .fake_kubectl import FakeCluster
@@ -48,7 +48,7 @@ def _up(*args: str, **kwargs):
 
 @overlays
 def test_model_tiny_serves_the_overlay_with_the_offline_model(overlay):
-    rendered = manifests.load_objects(manifests.render_overlay(overlay, ROOT))
+    rendered = kustomize.load_objects(kustomize.render_overlay(overlay, ROOT))
     rec = _up(f"--overlay={overlay}", "--model=tiny")
     assert rec.failure is None, rec.failure
     env = effective_env(rec.objects, _engine(rec.objects))
@@ -64,11 +64,11 @@ def test_model_tiny_serves_the_overlay_with_the_offline_model(overlay):
 
 @overlays
 def test_without_model_the_engine_serves_the_overlays_own(overlay):
-    rendered = manifests.load_objects(manifests.render_overlay(overlay, ROOT))
+    rendered = kustomize.load_objects(kustomize.render_overlay(overlay, ROOT))
     rec = _up(f"--overlay={overlay}")
     assert effective_env(rec.objects, _engine(rec.objects))["MODEL_NAME"] != "tiny"
     assert rec.objects == rendered
-    assert rec.k8s_yaml[0].text == manifests.render_overlay(overlay, ROOT)
+    assert rec.k8s_yaml[0].text == kustomize.render_overlay(overlay, ROOT)
 
 
 def test_model_overlay_names_the_default_explicitly():

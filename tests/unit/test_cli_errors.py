@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 import pytest
+
 from devloop import cli
-from devloop.errors import DEBUG_ENV
+from devloop.common.errors import DEBUG_ENV
 
 # (argv, environment additions, expected exit code). Each input is broken in one way, and none
 # reaches a server, a cluster or vLLM: all of them fail before doing any real work.
@@ -42,7 +43,7 @@ BROKEN = [
 
 def test_every_subcommand_is_covered() -> None:
     covered = {argv[0] for argv, _, _ in BROKEN}
-    subcommands = set(cli.build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
+    subcommands = set(cli.build_parser()._subparsers._group_actions[0].choices)
     assert subcommands <= covered, f"add broken input for {sorted(subcommands - covered)}"
 
 
@@ -54,6 +55,7 @@ def test_broken_input_is_one_clear_error_without_a_traceback(
     result = subprocess.run(
         [sys.executable, "-m", "devloop", *argv],
         capture_output=True, text=True, timeout=120, env={**environment, **env},
+        check=False,
     )
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output
@@ -72,7 +74,7 @@ def test_an_unexpected_exception_is_one_line_naming_the_debug_switch(
     def build(*args: object):
         parser = real_build(*args)
         parser.set_defaults(handler=broken)
-        parser._subparsers._group_actions[0].choices["render"].set_defaults(  # noqa: SLF001
+        parser._subparsers._group_actions[0].choices["render"].set_defaults(
             handler=broken
         )
         return parser

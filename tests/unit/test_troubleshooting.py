@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devloop import manifests
+
 from devloop.cli import build_parser
+from devloop.manifests import kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -55,7 +56,7 @@ def section() -> str:
 
 def entries() -> dict[str, str]:
     parts = re.split(r"^### (.+)\n", section(), flags=re.MULTILINE)
-    return dict(zip(parts[1::2], parts[2::2]))
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
 def commands(tool: str) -> list[str]:
@@ -86,14 +87,14 @@ def overlays() -> dict[str, Overlay]:
     """Namespace -> the rendered overlay that deploys into it."""
     by_namespace = {}
     for name in ("dev", "optimized"):
-        objects = manifests.load_objects(manifests.render_overlay(name, ROOT))
+        objects = kustomize.load_objects(kustomize.render_overlay(name, ROOT))
         namespace = next(obj["metadata"]["name"] for obj in objects if obj["kind"] == "Namespace")
         by_namespace[namespace] = Overlay(namespace, objects)
     return by_namespace
 
 
-def kubectl_problems(command: str, overlays: dict[str, Overlay]) -> list[str]:
-    """What in a kubectl command line names something the overlays do not have (empty: fine)."""
+def parse_kubectl(command: str) -> tuple[dict[str, str], list[str]]:
+    """The options (flag -> value) and positional words of a kubectl command line."""
     tokens = shlex.split(command.split(" | ")[0], comments=True)[1:]
     if "--" in tokens:
         tokens = tokens[:tokens.index("--")]
@@ -112,6 +113,43 @@ def kubectl_problems(command: str, overlays: dict[str, Overlay]) -> list[str]:
         else:
             positional.append(token)
         index += 1
+    return options, positional
+
+
+def port_problems(ref: str, workload: dict, rest: list[str]) -> list[str]:
+    """`port-forward REF [LOCAL:]REMOTE`: REMOTE must be a port the Service or a container has."""
+    remote = int(rest[0].split(":")[-1])
+    if workload["kind"] == "Service":
+        ports = [port["port"] for port in workload["spec"].get("ports", [])]
+    else:  # a workload: kubectl forwards to the port a container declares
+        ports = [port["containerPort"]
+                 for container in workload["spec"]["template"]["spec"]["containers"]
+                 for port in container.get("ports", [])]
+    return [] if remote in ports else [f"{ref} has no port {remote} (it has {ports})"]
+
+
+def pod_problems(options: dict[str, str], workload: dict | None, overlay: Overlay,
+                 namespace: str) -> list[str]:
+    """-c CONTAINER and -l SELECTOR must name a container and a label the pods have."""
+    problems = []
+    container = options.get("-c") or options.get("--container")
+    if container:
+        templates = [workload["spec"]["template"]] if workload and "template" in workload.get("spec", {}) \
+            else overlay.pod_templates()
+        names = {c["name"] for template in templates for c in template["spec"]["containers"]}
+        if container not in names:
+            problems.append(f"container {container} is not one of {sorted(names)}")
+    selector = options.get("-l") or options.get("--selector")
+    if selector:
+        key, _, value = selector.partition("=")
+        if not any(template["metadata"]["labels"].get(key) == value for template in overlay.pod_templates()):
+            problems.append(f"no pod of the {namespace} overlay has the label {selector}")
+    return problems
+
+
+def kubectl_problems(command: str, overlays: dict[str, Overlay]) -> list[str]:
+    """What in a kubectl command line names something the overlays do not have (empty: fine)."""
+    options, positional = parse_kubectl(command)
     problems = []
     namespace = options.get("-n") or options.get("--namespace")
     overlay = overlays.get(namespace) if namespace else None
@@ -142,28 +180,8 @@ def kubectl_problems(command: str, overlays: dict[str, Overlay]) -> list[str]:
         if workload is None:
             problems.append(f"{kind_alias}/{name} is not in the {namespace} overlay")
     if verb == "port-forward" and workload is not None and rest:
-        remote = int(rest[0].split(":")[-1])
-        if workload["kind"] == "Service":
-            ports = [port["port"] for port in workload["spec"].get("ports", [])]
-        else:  # a workload: kubectl forwards to the port a container declares
-            ports = [port["containerPort"]
-                     for container in workload["spec"]["template"]["spec"]["containers"]
-                     for port in container.get("ports", [])]
-        if remote not in ports:
-            problems.append(f"{kind_alias}/{name} has no port {remote} (it has {ports})")
-    container = options.get("-c") or options.get("--container")
-    if container:
-        templates = [workload["spec"]["template"]] if workload and "template" in workload.get("spec", {}) \
-            else overlay.pod_templates()
-        names = {c["name"] for template in templates for c in template["spec"]["containers"]}
-        if container not in names:
-            problems.append(f"container {container} is not one of {sorted(names)}")
-    selector = options.get("-l") or options.get("--selector")
-    if selector:
-        key, _, value = selector.partition("=")
-        if not any(template["metadata"]["labels"].get(key) == value for template in overlay.pod_templates()):
-            problems.append(f"no pod of the {namespace} overlay has the label {selector}")
-    return problems
+        problems += port_problems(f"{kind_alias}/{name}", workload, rest)
+    return problems + pod_problems(options, workload, overlay, namespace)
 
 
 def kubectl_accepts(command: str) -> subprocess.CompletedProcess:
@@ -172,7 +190,7 @@ def kubectl_accepts(command: str) -> subprocess.CompletedProcess:
     tokens = shlex.split(command.split(" | ")[0], comments=True)[1:]
     if "--" in tokens:
         tokens = tokens[:tokens.index("--")]
-    return subprocess.run([manifests.kubectl_path(), *tokens, "--help"], capture_output=True, text=True,
+    return subprocess.run([kustomize.kubectl_path(), *tokens, "--help"], capture_output=True, text=True,
                           env={"KUBECONFIG": "/nonexistent", "PATH": "/usr/bin:/bin"}, timeout=60,
                           check=False)
 

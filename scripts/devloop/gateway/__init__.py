@@ -17,6 +17,7 @@ Where things are:
     proxy.py        the engine's HTTP client: whole answers, relayed streams, failures
     errors.py       OpenAI-shaped error bodies for every error
     metrics.py      prometheus_client instruments and the cache's collector
+    cache/          the response cache (key, LRU, Redis tier) and `devloop cache`
 
 This package's __init__ stays light: `devloop --help` imports it; aiohttp and the rest are
 imported only when the gateway runs.

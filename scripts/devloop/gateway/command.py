@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from devloop import logs
-from devloop.cachekey import CachePolicy
+from devloop.common import logs
 from devloop.gateway import sockets
+from devloop.gateway.cache.key import CachePolicy
 from devloop.gateway.config import config_from_args
 
 
@@ -52,7 +52,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Every setting is checked, and the sockets bound, before anything says it serves: a bad
-    # value or a taken port is one line and exit code 2 (devloop.errors.UsageError).
+    # value or a taken port is one line and exit code 2 (devloop.common.errors.UsageError).
     config = config_from_args(args)
     logs.configure_logging()
     inherited = sockets.inherited()

@@ -1,9 +1,9 @@
 """POST /v1/completions and /v1/chat/completions: answered from the cache when they can be.
 
-A reproducible non-streaming request (devloop.cache.is_cacheable) is looked up in the local tier,
-then Redis (`X-Cache: HIT`); on a miss it is forwarded, vLLM's answer returned unchanged
-(`X-Cache: MISS`) and, when it is a success, stored. Identical concurrent misses share one
-upstream call (single flight). Everything else is forwarded untouched (`X-Cache: BYPASS`):
+A reproducible non-streaming request (devloop.gateway.cache.key.is_cacheable) is looked up in the
+local tier, then Redis (`X-Cache: HIT`); on a miss it is forwarded, vLLM's answer returned
+unchanged (`X-Cache: MISS`) and, when it is a success, stored. Identical concurrent misses share
+one upstream call (single flight). Everything else is forwarded untouched (`X-Cache: BYPASS`):
 streams chunk by chunk, bodies that are not a JSON object as they are (the engine's validation
 error is the right answer to them).
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devloop.cachekey import cache_key, is_cacheable
+from devloop.gateway.cache.key import cache_key, is_cacheable
 from devloop.gateway.errors import error_response
 from devloop.gateway.proxy import UpstreamAnswer, answer_response
 from devloop.gateway.state import STATE, GatewayState

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from devloop.cache import CacheConfig, check_redis_url
-from devloop.cachekey import CachePolicy
-from devloop.errors import UsageError
+from devloop.common.errors import UsageError
+from devloop.gateway.cache.key import CachePolicy
+from devloop.gateway.cache.store import CacheConfig, check_redis_url
 
 
 @dataclass

@@ -14,7 +14,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from devloop.errors import UsageError
+from devloop.common.errors import UsageError
 
 # "api=3,admin=4": the inherited listening sockets of a worker, by role.
 LISTEN_FDS_ENV = "DEVLOOP_GATEWAY_LISTEN_FDS"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from devloop.cache import ResponseCache
+from devloop.gateway.cache.store import ResponseCache
 from devloop.gateway.config import GatewayConfig
 from devloop.gateway.metrics import GatewayMetrics
 from devloop.gateway.proxy import Upstream, UpstreamAnswer

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devloop.errors import DEBUG_ENV
+from devloop.common.errors import DEBUG_ENV
 from devloop.gateway.config import GatewayConfig
 from devloop.gateway.sockets import (
     LISTEN_FDS_ENV,

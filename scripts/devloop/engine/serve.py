@@ -1,0 +1,281 @@
+"""`devloop serve`: run an overlay's engine on this machine, no cluster needed.
+
+It renders the overlay with the real kustomize, takes the engine ConfigMap's data as the
+environment, and runs the same `devloop entrypoint` the pod runs, so what works here works in
+the pod. Only what must differ on a laptop changes: paths on the pod's model volume (/models/...)
+move under a local cache directory, and the server listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from devloop.common import logs
+from devloop.common.errors import DevloopError, UsageError
+from devloop.engine import crash, health
+from devloop.engine import settings as engine_settings
+from devloop.manifests import kustomize
+
+log = logging.getLogger("devloop.serve")
+
+ENGINE_CONFIGMAP = "llm-engine-config"
+POD_MODEL_VOLUME = "/models"
+CACHE_DIR_ENV = "DEVLOOP_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """Where the pod's /models lives locally: $DEVLOOP_CACHE_DIR or ~/.cache/vllm-devloop."""
+    override = os.environ.get(CACHE_DIR_ENV)
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "vllm-devloop"
+
+
+def overlay_engine_settings(overlay: str) -> dict[str, str]:
+    """The engine ConfigMap's data as the overlay renders it (base env + overlay literals)."""
+    objects = kustomize.load_objects(kustomize.render_overlay(overlay))
+    configmap = kustomize.find_object(objects, "ConfigMap", ENGINE_CONFIGMAP)
+    return {key: str(value) for key, value in (configmap.get("data") or {}).items()}
+
+
+def local_environment(
+    overlay: str,
+    model: str | None = None,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    overrides: Mapping[str, str] | None = None,
+    cache_dir: Path | None = None,
+) -> dict[str, str]:
+    """The engine settings for a local run: the overlay's, with pod-only paths remapped.
+
+    `model` replaces MODEL_NAME and clears SERVED_MODEL_NAME (an overlay's served name belongs
+    to its own model); `overrides` (KEY=VALUE from --set) apply last and win.
+    """
+    settings = overlay_engine_settings(overlay)
+    if model is not None:
+        settings["MODEL_NAME"] = model
+        settings["SERVED_MODEL_NAME"] = ""
+    if port is not None:
+        settings["PORT"] = str(port)
+    settings["HOST"] = host
+    settings.update(overrides or {})
+    local_cache = cache_dir or default_cache_dir()
+    for key, value in settings.items():
+        if value == POD_MODEL_VOLUME or value.startswith(POD_MODEL_VOLUME + "/"):
+            settings[key] = str(local_cache / value[len(POD_MODEL_VOLUME):].lstrip("/"))
+    return settings
+
+
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on host:port (in use, not an address of this machine), or
+    None when it could."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return error
+    return None
+
+
+def port_is_free(host: str, port: int) -> bool:
+    return bind_error(host, port) is None
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+# Looked up here, in the parent: a preexec_fn runs between fork and exec, where a process with
+# threads (bench-compare samples memory in one) may safely make a system call but not import
+# or dlopen.
+_PRCTL = _libc_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_with_parent() -> None:
+    """Run in the child before exec: on Linux, have the kernel SIGTERM it when the parent dies,
+    even by SIGKILL, so no vLLM outlives `devloop serve` holding the port. The setting survives
+    the entrypoint's exec into vLLM. Elsewhere Ctrl-C and SIGTERM still stop it (stop_server)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start_server(settings: Mapping[str, str], log_path: Path) -> subprocess.Popen:
+    """Start `devloop entrypoint` with `settings` on top of this environment, output to
+    `log_path`, in its own session so that stopping it stops vLLM's engine processes too."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **settings}
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "devloop", "entrypoint"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=stop_with_parent,  # noqa: PLW1509 - one system call
+        )
+
+
+def stop_server(process: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM the server's process group (vLLM shuts its engine down), SIGKILL after `grace`."""
+    if process.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def read_log(log_path: Path) -> str:
+    try:
+        return log_path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def log_tail(log_path: Path, lines: int = 30) -> str:
+    return "\n".join(read_log(log_path).splitlines()[-lines:]) or "(no log)"
+
+
+def explain_failure(
+    process: subprocess.Popen, log_path: Path, report: health.HealthReport | None = None
+) -> str:
+    """Why the server is not serving: the engine's cause of death from the log and the exit
+    code when it died (never just "exited with code 0": vLLM's API server exits 0 after its
+    engine crashed), else what the health check last waited for, with the log's tail."""
+    code = process.poll()
+    if code is None and report is not None and report.engine_dead:
+        # vLLM's API server shuts itself down right after its engine died: let it finish.
+        try:
+            code = process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+    diagnosis = crash.diagnose(read_log(log_path), code)
+    if diagnosis is not None:
+        return f"{diagnosis}\nfull log: {log_path}"
+    waiting = f" (last: {report.waiting_for})" if report is not None else ""
+    return f"the server is not ready{waiting}; last lines of {log_path}:\n{log_tail(log_path)}"
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve an overlay's engine locally (no cluster), the same entrypoint as the pod",
+        description="Render OVERLAY, take its engine ConfigMap as the environment, and run "
+        "`devloop entrypoint` here: the vLLM server the pod would run, on 127.0.0.1. Paths on "
+        "the pod's /models volume move to the local cache directory. Prints the URL once "
+        "ready; Ctrl-C stops the server.",
+    )
+    parser.add_argument("--overlay", default="dev", help="overlay name (default: dev)")
+    parser.add_argument("--model", help="replace MODEL_NAME, e.g. `tiny` for the offline model")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override one engine setting (repeatable)")
+    parser.add_argument("--cache-dir", type=Path,
+                        help=f"local stand-in for the pod's /models (default: ${CACHE_DIR_ENV} "
+                        "or ~/.cache/vllm-devloop)")
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds to wait for ready before giving up (default: 900)")
+    parser.add_argument("--exit-when-ready", action="store_true",
+                        help="stop the server and exit 0 once it is ready (a smoke test, for CI)")
+    parser.set_defaults(handler=run)
+
+
+def _parse_overrides(items: list[str]) -> dict[str, str]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set MAX_NUM_SEQS=2")
+        overrides[key] = value
+    unknown = engine_settings.unknown_settings(overrides)
+    if unknown:
+        raise UsageError(
+            f"--set: unknown engine setting {', '.join(unknown)}; {engine_settings.SETTINGS_HELP}"
+        )
+    return overrides
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.configure_logging()
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: give a port from 1 to 65535")
+    error = bind_error(args.host, args.port)
+    if isinstance(error, socket.gaierror) or (error and error.errno != errno.EADDRINUSE):
+        raise UsageError(f"cannot listen on {args.host}:{args.port} ({error.strerror}): "
+                         "pass --host with an address of this machine (default 127.0.0.1)")
+    if error:
+        raise UsageError(
+            f"port {args.port} on {args.host} is in use (another server?): stop it or pass --port"
+        )
+    cache_dir = args.cache_dir or default_cache_dir()
+    settings = local_environment(
+        args.overlay, model=args.model, port=args.port, host=args.host,
+        overrides=_parse_overrides(args.overrides), cache_dir=cache_dir,
+    )
+    log_path = cache_dir / "logs" / f"serve-{args.overlay}-{args.port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("")
+    url = f"http://{args.host}:{args.port}"
+    log.info("serving overlay %s (model %s) at %s", args.overlay, settings.get("MODEL_NAME"), url)
+    log.info("server log: %s", log_path)
+
+    process = start_server(settings, log_path)
+    # A SIGTERM to `devloop serve` (a supervisor, CI) must stop vLLM too, as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        def exited() -> str | None:
+            code = process.poll()
+            return None if code is None else f"the server {crash.describe_exit(code)}"
+
+        report = health.wait_until_ready(
+            url, args.timeout, api_key=settings.get("VLLM_API_KEY") or None,
+            progress=health.Progress(), give_up=exited,
+        )
+        if not report.ready:
+            raise DevloopError(
+                f"the server did not become ready: {explain_failure(process, log_path, report)}"
+            )
+        log.info(f"{url}/v1 is ready: model {report.model!r}\n"
+                 f"  try:  curl {url}/v1/completions -H 'Content-Type: application/json' "
+                 f"-d '{{\"model\": \"{report.model}\", \"prompt\": \"Hello\", \"max_tokens\": 8}}'\n"
+                 f"  check: devloop health --url {url}\n"
+                 f"  logs:  tail -f {log_path}")
+        if args.exit_when_ready:
+            return 0
+        log.info("Ctrl-C stops the server.")
+        process.wait()
+        raise DevloopError(f"the server stopped: {explain_failure(process, log_path)}")
+    except KeyboardInterrupt:
+        log.info("stopping the server...")
+        return 0
+    finally:
+        stop_server(process)
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,330 @@
+"""The checks of `devloop doctor`, as pure functions over facts gathered beforehand.
+
+Nothing here runs a command or reads a file: `devloop.ops.doctor.command` gathers the facts (kubectl, docker,
+tilt, the rendered overlay) into a `Facts`, and every check turns facts into one `CheckResult`
+with the fix to apply. That split lets the tests build any machine or cluster by hand, including
+the ones this machine is not (Apple Silicon, Docker Desktop, a kind cluster without an ingress).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from devloop.ops.doctor.facts import (
+    GIB,
+    Facts,
+    normalise_arch,
+    parse_kubernetes_version,
+    parse_tilt_version,
+)
+
+PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+
+# The same list as the Tiltfile's allow_k8s_contexts guard: clusters that run on this machine.
+LOCAL_CONTEXTS = ("docker-desktop", "docker-for-desktop", "minikube", "orbstack", "rancher-desktop")
+LOCAL_CONTEXT_PREFIXES = ("kind-", "k3d-")
+
+# The Tiltfile's version_settings(constraint = ">=0.30.0"); older Tilt refuses to load it.
+TILT_MIN_VERSION = (0, 30, 0)
+TILT_INSTALL_HINT = (
+    "install Tilt: `brew install tilt` (macOS/Linux with Homebrew) or "
+    "`curl -fsSL https://raw.githubusercontent.com/tilt-dev/tilt/master/scripts/install.sh | bash`"
+)
+
+# DaemonSet name fragments of network plugins that enforce NetworkPolicy.
+ENFORCING_CNIS = ("calico-node", "cilium", "weave-net", "antrea-agent", "kube-router", "canal",
+                  "kube-network-policies")
+# kindnetd enforces NetworkPolicy from kind v0.24 on (kindnetd images tagged v20240813 and later).
+KINDNET_POLICY_SINCE = 20240813
+
+# The preStop `sleep` action of the engine and gateway: beta and on by default from 1.30 (alpha,
+# off by default, in 1.29).
+KUBERNETES_MIN = (1, 30)
+
+# How to get the CRDs of the API groups the components use; the Tiltfile's warning says the same.
+CRD_INSTALL_HINTS = {
+    "monitoring.coreos.com": "install the prometheus-operator (kube-prometheus-stack) for "
+    "metrics, or only its CRD so the objects apply: "
+    "`kubectl apply --server-side -f kustomize/crds/`",
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: str          # pass, warn, fail, skip (skip: a check it depends on failed)
+    summary: str
+    fix: str = ""
+
+
+def is_local_context(context: str) -> bool:
+    return context in LOCAL_CONTEXTS or context.startswith(LOCAL_CONTEXT_PREFIXES)
+
+
+# ---- the checks ------------------------------------------------------------------------------
+
+def _gib(value: int) -> str:
+    return f"{value / GIB:.1f} GiB"
+
+
+def _cpus(millicores: int) -> str:
+    return f"{millicores / 1000:g} CPU"
+
+
+def check_kubectl(facts: Facts) -> CheckResult:
+    if not facts.kubectl:
+        detail = f": {facts.kubectl_error}" if facts.kubectl_error else ""
+        return CheckResult("kubectl", FAIL, f"kubectl not found{detail}",
+                           "run `bash scripts/bootstrap.sh` (installs kubectl into .venv) or install "
+                           "kubectl >= 1.27 (https://kubernetes.io/docs/tasks/tools/)")
+    version = f" ({facts.kubectl_version})" if facts.kubectl_version else ""
+    return CheckResult("kubectl", PASS, f"{facts.kubectl}{version}")
+
+
+def check_context(facts: Facts) -> CheckResult:
+    if not facts.kubectl:
+        return CheckResult("context", SKIP, "needs kubectl")
+    if facts.context is None:
+        return CheckResult(
+            "context", FAIL, "kubectl has no current context (no local cluster configured)",
+            "start a local cluster and select it: Docker Desktop (Settings > Kubernetes > Enable), "
+            "`kind create cluster`, `k3d cluster create`, `minikube start` or OrbStack; then "
+            "`kubectl config use-context NAME` (list them: `kubectl config get-contexts`)")
+    if not is_local_context(facts.context):
+        return CheckResult(
+            "context", FAIL, f"current context {facts.context!r} is not a local cluster; Tilt refuses it",
+            f"`kubectl config use-context NAME` with a local one: {', '.join(LOCAL_CONTEXTS)}, "
+            f"{'*, '.join(LOCAL_CONTEXT_PREFIXES)}*")
+    return CheckResult("context", PASS, f"{facts.context} (a local cluster)")
+
+
+def check_reachable(facts: Facts) -> CheckResult:
+    if facts.reachable is None:
+        return CheckResult("cluster", SKIP, "needs a local kubectl context")
+    if not facts.reachable:
+        return CheckResult(
+            "cluster", FAIL, f"{facts.context} does not answer: {facts.cluster_error or 'no response'}",
+            "start the cluster (Docker Desktop: enable Kubernetes and wait for the green light; "
+            "kind/k3d: `docker start` its node containers or recreate it; minikube: `minikube start`), "
+            "then `kubectl get nodes`")
+    names = ", ".join(f"{node.name} ({node.architecture})" for node in facts.nodes) or "no nodes"
+    old = [node for node in facts.nodes
+           if (version := parse_kubernetes_version(node.kubelet_version)) and version < KUBERNETES_MIN]
+    if old:
+        return CheckResult(
+            "cluster", FAIL, f"node {old[0].name} runs Kubernetes {old[0].kubelet_version}; the "
+            f"manifests' preStop `sleep` action needs {'.'.join(map(str, KUBERNETES_MIN))} or newer "
+            "(older API servers refuse the Deployments)",
+            "upgrade the local cluster (Docker Desktop: update it; kind: recreate it with kind "
+            "v0.23 or newer; minikube: `minikube start --kubernetes-version=stable`)")
+    return CheckResult("cluster", PASS, f"reachable; nodes: {names}")
+
+
+def check_resources(facts: Facts) -> CheckResult:
+    name = "resources"
+    if facts.resources is None:
+        return CheckResult(name, FAIL, f"overlay {facts.overlay} did not render: {facts.render_error}",
+                           "fix the overlay: `devloop validate` names the broken object")
+    if not facts.reachable or not facts.nodes:
+        return CheckResult(name, SKIP, "needs a reachable cluster")
+    wants = facts.resources
+    cpu = sum(node.cpu_millicores for node in facts.nodes)
+    memory = sum(node.memory_bytes for node in facts.nodes)
+    asks = (f"overlay {facts.overlay} requests {_cpus(wants.cpu_request_millicores)} / "
+            f"{_gib(wants.memory_request_bytes)} (limits {_cpus(wants.cpu_limit_millicores)} / "
+            f"{_gib(wants.memory_limit_bytes)}); nodes allocate {_cpus(cpu)} / {_gib(memory)}")
+    if facts.smaller_overlays:
+        instead = ", or use an overlay that asks for less: " + ", ".join(
+            f"`--overlay {name}`" for name in facts.smaller_overlays)
+    else:
+        instead = (f", or lower the requests in kustomize/overlays/{facts.overlay}/ (no overlay "
+                   "asks for less)")
+    engine_fix = ("give the container engine more (Docker Desktop: Settings > Resources > "
+                  "Memory and CPUs; minikube: `minikube start --memory 12g --cpus 4`; "
+                  "OrbStack/Rancher Desktop: their resource settings)" + instead)
+    if wants.memory_request_bytes > memory or wants.cpu_request_millicores > cpu:
+        return CheckResult(name, FAIL, asks + ": pods will stay Pending (Insufficient memory/cpu)",
+                           engine_fix)
+    if wants.memory_limit_bytes > memory:
+        return CheckResult(name, WARN, asks + ": under load the pods can use more memory than the "
+                           "node has, and the kernel OOM-kills them", engine_fix)
+    if wants.cpu_limit_millicores > cpu:
+        return CheckResult(name, WARN, asks + ": CPU limits exceed the node, so the engine's "
+                           "threads (CPU_THREADS=auto follows the limit) share fewer cores", engine_fix)
+    return CheckResult(name, PASS, asks)
+
+
+def check_architecture(facts: Facts) -> CheckResult:
+    name = "architecture"
+    host = facts.host_arch
+    platform = facts.docker_default_platform
+    image = facts.image or facts.image_repository
+    fix = (f"build for this machine: remove the image (`docker rmi {image}`, or `podman rmi`), "
+           "unset DOCKER_DEFAULT_PLATFORM and run `tilt up` without --platform (the Tiltfile "
+           "builds for the host's architecture); on Apple Silicon turn off amd64 emulation for "
+           "the cluster (Docker Desktop: Settings > General, 'Use Rosetta' only affects amd64 images)")
+    if platform and normalise_arch(platform) != host:
+        return CheckResult(name, FAIL, f"DOCKER_DEFAULT_PLATFORM={platform} builds {normalise_arch(platform)} "
+                           f"images on this {host} host: they run emulated, several times slower", fix)
+    if facts.image_arch and facts.image_arch != host:
+        return CheckResult(name, FAIL, f"image {facts.image} is {facts.image_arch}, this host is "
+                           f"{host}: vLLM runs emulated, several times slower", fix)
+    foreign = [node for node in facts.nodes if node.architecture and node.architecture != host]
+    if foreign:
+        return CheckResult(name, FAIL, f"node {foreign[0].name} is {foreign[0].architecture}, this host "
+                           f"is {host}: every pod runs emulated", fix)
+    if facts.image_arch:
+        return CheckResult(name, PASS, f"image {facts.image} (the newest built) is "
+                           f"{facts.image_arch}, like this host")
+    looked = (f"no {facts.image_repository} image (any registry, any tag) in "
+              f"{' or '.join(facts.image_tools) or 'docker or podman (neither answered)'}")
+    if facts.nodes:
+        return CheckResult(name, PASS, f"nodes are {host} like this host; {looked} yet "
+                           "(`tilt up` builds it for the host)")
+    return CheckResult(name, WARN, f"host is {host}; {looked}, and no node could be inspected",
+                       "after `tilt up`, run `devloop doctor` again: it inspects the newest "
+                       f"{facts.image_repository} image Tilt built")
+
+
+def check_tilt(facts: Facts) -> CheckResult:
+    if facts.tilt_version is None:
+        return CheckResult("tilt", WARN, "tilt not found on PATH (needed for `tilt up`; "
+                           "`kubectl apply` works without it)", TILT_INSTALL_HINT)
+    version = parse_tilt_version(facts.tilt_version)
+    minimum = ".".join(map(str, TILT_MIN_VERSION))
+    if version is None:
+        return CheckResult("tilt", WARN, f"could not read the version from {facts.tilt_version!r}",
+                           TILT_INSTALL_HINT)
+    if version < TILT_MIN_VERSION:
+        return CheckResult("tilt", FAIL, f"tilt {'.'.join(map(str, version))} is older than "
+                           f"{minimum}, which the Tiltfile requires", "upgrade Tilt: " + TILT_INSTALL_HINT)
+    return CheckResult("tilt", PASS, f"tilt {'.'.join(map(str, version))}")
+
+
+def check_ingress(facts: Facts) -> CheckResult:
+    if not facts.ingress_classes_needed:
+        return CheckResult("ingress", PASS, f"overlay {facts.overlay} has no Ingress: none needed")
+    if facts.ingress_classes is None:
+        return CheckResult("ingress", SKIP, "needs a reachable cluster")
+    missing = [name for name in facts.ingress_classes_needed if name not in facts.ingress_classes]
+    if missing:
+        return CheckResult(
+            "ingress", FAIL, f"overlay {facts.overlay} routes through IngressClass "
+            f"{', '.join(missing)}, which the cluster does not have "
+            f"(it has: {', '.join(facts.ingress_classes) or 'none'})",
+            "install ingress-nginx: `helm upgrade --install ingress-nginx ingress-nginx "
+            "--repo https://kubernetes.github.io/ingress-nginx -n ingress-nginx --create-namespace` "
+            "(kind: `kubectl apply -f https://kind.sigs.k8s.io/examples/ingress/deploy-ingress-nginx.yaml`; "
+            "minikube: `minikube addons enable ingress`)")
+    return CheckResult("ingress", PASS, f"IngressClass {', '.join(facts.ingress_classes_needed)} exists")
+
+
+def check_crds(facts: Facts) -> CheckResult:
+    name = "crds"
+    if not facts.custom_objects:
+        return CheckResult(name, PASS, f"overlay {facts.overlay} uses only Kubernetes' own kinds")
+    if facts.crds is None:
+        return CheckResult(name, SKIP, "needs a reachable cluster")
+    missing = [(kind, obj) for kind, obj in facts.custom_objects if kind not in facts.crds]
+    if not missing:
+        kinds = sorted({kind for kind, _ in facts.custom_objects})
+        return CheckResult(name, PASS, f"the cluster has the CRDs of {', '.join(kinds)}")
+    kinds = sorted({kind for kind, _ in missing})
+    hints = [CRD_INSTALL_HINTS.get(kind.split("/")[0], f"install the operator that defines {kind}")
+             for kind in kinds]
+    return CheckResult(
+        name, WARN, f"the cluster has no CRD for {', '.join(kinds)}: `kubectl apply` rejects "
+        f"{', '.join(obj for _, obj in missing)} (the rest applies) and `tilt up` leaves them out",
+        "; or ".join(dict.fromkeys(hints)))
+
+
+def network_policy_enforcer(facts: Facts) -> tuple[bool | None, str]:
+    """(enforces?, what was found). None: cannot tell."""
+    for daemonset in facts.daemonsets or ():
+        if any(fragment in daemonset.name for fragment in ENFORCING_CNIS):
+            return True, f"{daemonset.namespace}/{daemonset.name}"
+    if any("+k3s" in node.kubelet_version for node in facts.nodes):
+        return True, "k3s's built-in network policy controller"
+    for daemonset in facts.daemonsets or ():
+        if "kindnet" in daemonset.name:
+            dates = [int(match) for image in daemonset.images
+                     for match in re.findall(r":v(\d{8})", image)]
+            if dates and max(dates) >= KINDNET_POLICY_SINCE:
+                return True, f"kindnetd {max(dates)} (kind >= v0.24)"
+            return False, "kindnetd older than kind v0.24"
+        if "flannel" in daemonset.name:
+            return False, f"flannel ({daemonset.namespace}/{daemonset.name}) without a policy controller"
+    if facts.context in ("docker-desktop", "docker-for-desktop"):
+        return False, "Docker Desktop's built-in network"
+    return None, "no known network plugin found"
+
+
+def check_network_policy(facts: Facts) -> CheckResult:
+    name = "networkpolicy"
+    if not facts.has_network_policies:
+        return CheckResult(name, PASS, f"overlay {facts.overlay} has no NetworkPolicy: nothing to enforce")
+    if facts.daemonsets is None:
+        return CheckResult(name, SKIP, "needs a reachable cluster")
+    enforces, found = network_policy_enforcer(facts)
+    fix = ("the policies are accepted but not enforced, so the security component's isolation is not "
+           "tested here: use a CNI that enforces them (kind >= v0.24, k3d, "
+           "`minikube start --cni=calico`, or install Calico/Cilium)")
+    if enforces:
+        return CheckResult(name, PASS, f"enforced by {found}")
+    if enforces is False:
+        return CheckResult(name, WARN, f"{found} does not enforce NetworkPolicy", fix)
+    return CheckResult(name, WARN, f"cannot tell whether NetworkPolicy is enforced ({found})", fix)
+
+
+def check_model_cache(facts: Facts) -> CheckResult:
+    name = "model-cache"
+    where = f"PVC {facts.namespace}/{facts.pvc_name}"
+    if facts.pvc_phase is None:
+        return CheckResult(name, SKIP, "needs a reachable cluster")
+    classes = facts.storage_classes
+    # Only a PVC that names no class depends on a default one; unknown classes prove nothing.
+    no_class = (facts.pvc_storage_class is None and classes is not None
+                and not any(is_default for _, is_default in classes))
+    class_fix = ("mark a StorageClass default: `kubectl patch storageclass NAME -p "
+                 "'{\"metadata\": {\"annotations\": {\"storageclass.kubernetes.io/is-default-class\": \"true\"}}}'` "
+                 "(kind and k3d ship `standard`/`local-path`)")
+    if facts.pvc_phase == "":
+        if no_class:
+            return CheckResult(name, FAIL, f"{where} not created yet, and the cluster has no default "
+                               "StorageClass to bind it", class_fix)
+        return CheckResult(name, WARN, f"{where} not created yet", f"deploy the overlay "
+                           f"(`tilt up -- --overlay={facts.overlay}`); it binds when the engine starts")
+    if facts.pvc_phase == "Bound":
+        return CheckResult(name, PASS, f"{where} is Bound")
+    if facts.pvc_phase == "Pending":
+        if no_class:
+            return CheckResult(name, FAIL, f"{where} is Pending and the cluster has no default "
+                               "StorageClass", class_fix)
+        return CheckResult(name, WARN, f"{where} is Pending (normal until the engine pod is scheduled "
+                           "on a WaitForFirstConsumer class)",
+                           f"`kubectl -n {facts.namespace} describe pvc {facts.pvc_name}` shows why")
+    return CheckResult(name, FAIL, f"{where} is {facts.pvc_phase}",
+                       f"`kubectl -n {facts.namespace} describe pvc {facts.pvc_name}`; delete and "
+                       "recreate it (the model downloads again)")
+
+
+CHECKS: tuple[Callable[[Facts], CheckResult], ...] = (
+    check_kubectl, check_context, check_reachable, check_resources, check_architecture,
+    check_tilt, check_ingress, check_crds, check_network_policy, check_model_cache,
+)
+
+
+@dataclass
+class Report:
+    overlay: str
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(result.status == FAIL for result in self.results) else 0
+
+
+def run_checks(facts: Facts) -> Report:
+    return Report(facts.overlay, [check(facts) for check in CHECKS])

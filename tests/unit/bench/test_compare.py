@@ -1,0 +1,140 @@
+"""devloop bench-compare's own logic: plans, the memory sampler against real processes, the
+bytes a decode step reads, medians and ratios. Running a plan is a benchmark (README,
+Performance), not a test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from devloop.bench import compare, llamacpp, membw, plans, procmem
+from devloop.common.errors import DevloopError, UsageError
+
+
+def test_every_plan_names_a_baseline_it_runs_and_kinds_that_exist():
+    for plan in plans.PLANS.values():
+        names = [c.name for c in plan.candidates]
+        assert plan.baseline in names
+        assert len(set(names)) == len(names)
+        assert {c.kind for c in plan.candidates} <= set(plans.KINDS)
+
+
+def test_only_keeps_the_named_candidates_and_an_unknown_name_lists_the_real_ones():
+    plan = plans.plan_by_name("llamacpp", ["llamacpp-q4_0", "vllm-optimized"])
+    assert [c.name for c in plan.candidates] == ["vllm-optimized", "llamacpp-q4_0"]
+    assert plan.baseline == "vllm-optimized"  # the plan's own baseline was left out
+    with pytest.raises(UsageError, match="llamacpp-bf16"):
+        plans.plan_by_name("llamacpp", ["nope"])
+    with pytest.raises(UsageError, match="awq-8b"):
+        plans.plan_by_name("nope")
+
+
+def test_the_8b_plan_runs_the_optimized_overlays_settings_apart_from_threads():
+    (candidate,) = plans.PLANS["awq-8b"].candidates
+    assert candidate.overlay == "optimized"
+    assert candidate.settings == {"CPU_THREADS": "auto"}  # KV cache, context, seqs: the overlay's
+    assert candidate.model == plans.ModelRef("qwen3-8b", quant="awq")
+
+
+@pytest.fixture
+def sleeper_session():
+    """Two real processes in a session of their own, each holding ~40 MB of private memory."""
+    code = "import time; block = bytearray(40 << 20); time.sleep(60)"
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {code!r}]); {code}"],
+        start_new_session=True,
+    )
+    time.sleep(1.5)
+    yield parent.pid
+    import os
+    import signal
+
+    os.killpg(parent.pid, signal.SIGKILL)
+    parent.wait()
+
+
+@pytest.mark.skipif(not procmem.available(), reason="needs Linux's /proc/PID/smaps_rollup")
+def test_the_sampler_adds_up_the_pss_of_every_process_in_the_session(sleeper_session):
+    pids = procmem.session_pids(sleeper_session)
+    assert sleeper_session in pids and len(pids) == 2
+    with procmem.SessionMemorySampler(sleeper_session, interval=0.1) as sampler:
+        time.sleep(0.5)
+    peak = sampler.result
+    assert peak.samples >= 2 and peak.peak_processes == 2
+    assert peak.peak_pss >= 2 * (40 << 20)
+    assert procmem.pss_bytes(sleeper_session) < peak.peak_pss  # one process is not the sum
+    assert peak.peak_unreclaimable_pss >= 2 * (40 << 20)  # bytearrays are anonymous memory
+
+
+def _safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> None:
+    sizes = {"F16": 2, "I32": 4}
+    header, offset = {}, 0
+    for name, (dtype, shape) in tensors.items():
+        size = sizes[dtype]
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(offset))
+
+
+@pytest.mark.parametrize("tied, expected", [(True, 2 * 1000 * 8 + 4 * 64), (False, 4 * 64)])
+def test_a_decode_step_reads_the_embedding_table_only_when_it_is_the_lm_head(
+    tmp_path, tied, expected
+):
+    (tmp_path / "config.json").write_text(json.dumps({"tie_word_embeddings": tied}))
+    _safetensors(tmp_path / "model.safetensors", {
+        "model.embed_tokens.weight": ("F16", [1000, 8]),
+        "model.layers.0.mlp.down_proj.qweight": ("I32", [8, 8]),
+    })
+    assert membw.bytes_read_per_token(tmp_path) == expected
+
+
+def _level(concurrency: int, tok_s: float, tpot: float) -> dict:
+    return {"concurrency": concurrency, "output_throughput": tok_s,
+            "ttft_ms": {"p50": 100.0, "p99": 200.0}, "tpot_ms": {"p50": tpot, "p99": tpot * 2}}
+
+
+def test_summary_takes_medians_over_rounds_and_divides_by_the_baseline():
+    plan = plans.plan_by_name("llamacpp", ["vllm-defaults", "vllm-optimized"])
+    rounds = [
+        {"results": {"vllm-defaults": {"levels": [_level(1, d, 50)]},
+                     "vllm-optimized": {"levels": [_level(1, o, 40)]}}}
+        for d, o in ((10.0, 30.0), (12.0, 20.0), (11.0, 25.0))
+    ]
+    servers = {"vllm-defaults": {"bytes_read_per_token": 10**9},
+               "vllm-optimized": {"bytes_read_per_token": 10**9}}
+    summary = compare.summarize(plan, rounds, servers, read_gb_s=50.0)
+    optimized = summary["vllm-optimized"]
+    assert optimized["levels"]["1"]["output_tok_s"] == 25.0
+    assert optimized["ratio_to_baseline"]["1"] == pytest.approx(25.0 / 11.0)
+    assert optimized["decode_ceiling_tok_s"] == pytest.approx(50.0)
+    assert optimized["c1_fraction_of_ceiling"] == pytest.approx(0.5)
+    report = {"summary": summary, "rounds": 3, "read_gb_s": 50.0, "servers": {}}
+    table = compare.format_table(plan, report)
+    assert "vllm-optimized" in table and "2.27" in table and "50%" in table
+
+
+def test_without_the_llamacpp_environment_the_error_names_the_setup_script(tmp_path, monkeypatch):
+    monkeypatch.setenv(llamacpp.DIR_ENV, str(tmp_path))
+    with pytest.raises(DevloopError, match=r"scripts/setup-llamacpp\.sh"):
+        llamacpp.python()
+    with pytest.raises(DevloopError, match=r"scripts/setup-llamacpp\.sh"):
+        llamacpp.source_dir()
+
+
+def test_the_cli_refuses_an_unknown_plan_and_bad_numbers():
+    result = subprocess.run([sys.executable, "-m", "devloop", "bench-compare", "--plan", "x"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+    with pytest.raises(UsageError, match="--rounds"):
+        compare.run(Namespace(plan="tuning", only=None, concurrency="1", rounds=0,
+                                   num_prompts=1, input_len=1, output_len=1, one_at_a_time=False))

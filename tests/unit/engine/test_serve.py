@@ -1,0 +1,121 @@
+"""`devloop serve`'s local environment: the overlay's ConfigMap, with only what a laptop needs
+changed. (Serving itself is what the session's vLLM fixture does, through the same functions.)"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from devloop.common.ports import free_port as _free_port
+from devloop.engine import serve
+
+
+def test_settings_are_the_dev_overlays_rendered_configmap():
+    settings = serve.overlay_engine_settings("dev")
+    assert settings["ENFORCE_EAGER"] == "true"  # the overlay's literal over the base's false
+    assert settings["MODEL_NAME"] == "Qwen/Qwen3-0.6B"
+    assert settings["HF_HOME"] == "/models/huggingface"
+
+
+def test_pod_volume_paths_move_under_the_local_cache(tmp_path):
+    settings = serve.local_environment("dev", cache_dir=tmp_path)
+    assert settings["HF_HOME"] == str(tmp_path / "huggingface")
+    assert settings["VLLM_CACHE_ROOT"] == str(tmp_path / "vllm-cache")
+    assert settings["HOST"] == "127.0.0.1"
+
+
+def test_a_model_override_clears_the_overlays_served_name(tmp_path):
+    settings = serve.local_environment("optimized", model="tiny", cache_dir=tmp_path)
+    assert settings["MODEL_NAME"] == "tiny"
+    assert settings["SERVED_MODEL_NAME"] == ""
+
+
+def test_set_overrides_win_over_the_overlay(tmp_path):
+    settings = serve.local_environment(
+        "dev", port=9001, overrides={"MAX_NUM_SEQS": "2", "PORT": "9002"}, cache_dir=tmp_path
+    )
+    assert settings["MAX_NUM_SEQS"] == "2"
+    assert settings["PORT"] == "9002"
+
+
+def test_the_cache_directory_follows_the_environment_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv(serve.CACHE_DIR_ENV, str(tmp_path))
+    assert serve.default_cache_dir() == tmp_path
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "devloop", "serve", *args],
+                          check=False, capture_output=True, text=True, timeout=60)
+
+
+def test_a_busy_port_is_refused_before_anything_starts():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = _serve("--port", str(busy.getsockname()[1]))
+    assert result.returncode == 2
+    assert "is in use" in result.stderr and "--port" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "NOEQUALS"], "expected KEY=VALUE"),
+    (["--set", "MAX_NUM_SEQ=2"], "unknown engine setting MAX_NUM_SEQ (did you mean MAX_NUM_SEQS?)"),
+    (["--set", "VLLM_CPU_KV_CACHE_SPACE=2"],
+     "VLLM_CPU_KV_CACHE_SPACE (did you mean VLLM_CPU_KVCACHE_SPACE?)"),
+    (["--set", "COLOUR=blue"], "unknown engine setting COLOUR; the settings are MODEL_NAME, "),
+    (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:8000"),
+    (["--overlay", "nope"], "unknown overlay 'nope'"),
+    (["--port", "0"], "give a port from 1 to 65535"),
+])
+def test_bad_arguments_are_usage_errors(args, message):
+    result = _serve(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_an_invalid_setting_stops_the_server_and_shows_the_entrypoints_message(tmp_path):
+    """The entrypoint refuses CPU_THREADS=999 at once; serve reports its log instead of waiting."""
+    result = _serve("--model", "tiny", "--port", str(_free_port()), "--cache-dir", str(tmp_path),
+                    "--set", "CPU_THREADS=999", "--timeout", "60")
+    assert result.returncode == 1
+    assert "the server exited with code 2" in result.stderr
+    assert "CPU_THREADS=999 is more than the CPUs" in result.stderr
+    assert Path(tmp_path, "logs").is_dir()
+
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux-only")
+def test_the_server_process_dies_with_a_killed_serve(tmp_path):
+    """`devloop serve` SIGKILLed (no chance to clean up) must not leave its server running."""
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "from devloop.engine.serve import stop_with_parent\n"
+        "child = subprocess.Popen(['sleep', '60'], start_new_session=True, preexec_fn=stop_with_parent)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )])
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while _is_running(child_pid):
+        assert time.monotonic() < deadline, f"child {child_pid} outlived its killed parent"
+        time.sleep(0.05)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent (now init) has yet to reap it
