@@ -4,6 +4,9 @@ the synced files land, and that overlays with a read-only root filesystem rebuil
 from __future__ import annotations
 
 import posixpath
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -95,6 +98,31 @@ def test_dependency_image_and_entrypoint_changes_rebuild(tilt_up):
     for path in fall_back:
         assert (build.context / path).exists(), f"fall_back_on names a missing path {path}"
 
+
+
+def _modules_the_engine_imports() -> set[str]:
+    """Repository paths of every devloop module the engine container runs: its PID 1
+    (`devloop entrypoint`, with the tiny model's generator) and the vLLM general plugin that
+    vLLM imports in each of its processes. Asked of a fresh interpreter, so nothing else counts."""
+    code = ("import sys, devloop.engine.entrypoint, devloop.engine.amx, devloop.engine.tinymodel\n"
+            "print('\\n'.join(m.__file__ for n, m in sys.modules.items()"
+            " if n.split('.')[0] == 'devloop' and getattr(m, '__file__', None)))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=ROOT).stdout
+    return {Path(line).resolve().relative_to(ROOT).as_posix() for line in output.split()}
+
+
+def test_every_module_the_engine_imports_rebuilds_instead_of_syncing(tilt_up):
+    """A synced file the engine's processes already imported never runs again until the pod
+    restarts, and a restart starts from the image without the synced copy: such an edit would be
+    silently lost. Each one must fall back to a rebuild."""
+    build = _build(tilt_up("dev")[0])
+    fall_back = [_in_context(build, p) for p in _fall_back_paths(build)]
+    imported = _modules_the_engine_imports()
+    assert "scripts/devloop/engine/amx.py" in imported
+    missing = sorted(path for path in imported
+                     if not any(path == f or path.startswith(f + "/") for f in fall_back))
+    assert not missing, f"add to the Tiltfile's fall_back_on list: {missing}"
 
 def test_code_the_gateway_runs_is_synced_not_rebuilt(tilt_up):
     build = _build(tilt_up("dev")[0])
