@@ -38,6 +38,8 @@ def healthy(rendered, overlay: str = "dev", **changes) -> doctor_facts.Facts:
         crds=("monitoring.coreos.com/ServiceMonitor", "monitoring.coreos.com/PodMonitor"),
         image="localhost:5001/vllm-devloop:tilt-5c3b1f2d9a0e", image_arch="amd64",
         image_tools=("docker",), tilt_version="v0.33.21, built 2024-11-05",
+        storage_provisioners=(("standard", "rancher.io/local-path"),), volumes=(),
+        metrics_api=(True, "all checks passed"),
     )
     facts = replace(facts, **doctor.overlay_facts(rendered[overlay]))
     return replace(facts, **changes)
@@ -262,9 +264,10 @@ def test_ingress_is_needed_only_by_overlays_with_an_ingress(rendered):
     assert result(healthy(rendered, "dev", ingress_classes=()), "ingress").status == "pass"
 
 
-def test_optimized_without_an_nginx_ingress_class_fails(rendered):
+def test_optimized_without_an_nginx_ingress_class_warns_that_it_routes_nothing(rendered):
     res = result(healthy(rendered, "optimized", ingress_classes=("traefik",)), "ingress")
-    assert res.status == "fail" and "traefik" in res.summary and "ingress-nginx" in res.fix
+    assert res.status == "warn" and "traefik" in res.summary and "ingress-nginx" in res.fix
+    assert "applies but routes nothing" in res.summary
 
 
 @pytest.mark.parametrize("daemonsets, nodes_kubelet, context, status", [
@@ -341,7 +344,7 @@ def test_json_report_carries_every_check(tmp_path):
     assert report["namespace"] == "vllm-optimized"
     statuses = {check["name"]: check["status"] for check in report["checks"]}
     assert list(statuses) == ["kubectl", "context", "cluster", "resources", "architecture", "tilt",
-                              "ingress", "crds", "networkpolicy", "model-cache"]
+                              "ingress", "crds", "networkpolicy", "model-cache", "metrics-server"]
     assert statuses["kubectl"] == "pass" and statuses["context"] == "fail"
     assert statuses["tilt"] == "warn"
 
