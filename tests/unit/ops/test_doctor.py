@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import platform
 import re
 import subprocess
@@ -313,7 +314,9 @@ def run_doctor(tmp_path: Path, kubeconfig: str, *args: str) -> subprocess.Comple
     config.write_text(kubeconfig)
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir(exist_ok=True)
-    env = {"KUBECONFIG": str(config), "PATH": str(empty_bin), "HOME": str(tmp_path)}
+    env = {"KUBECONFIG": str(config), "PATH": str(empty_bin), "HOME": str(tmp_path),
+           # the checkout under test, where it is not the one the environment installed
+           **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {})}
     return subprocess.run([sys.executable, "-m", "devloop.cli", "doctor", *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120, check=False)
 
