@@ -147,9 +147,9 @@ def test_a_malformed_memory_quantity_is_refused():
 
 
 def test_dev_overlay_totals_are_its_three_containers(rendered):
-    # engine 1 CPU/3Gi (limit 2/5Gi) + gateway 100m/128Mi (1/512Mi) + Redis 50m/64Mi (500m/256Mi)
+    # engine 250m/3Gi (limit 2/5Gi) + gateway 100m/128Mi (1/512Mi) + Redis 50m/64Mi (500m/256Mi)
     assert doctor_facts.overlay_resources(rendered["dev"]) == doctor_facts.Resources(
-        cpu_request_millicores=1150, cpu_limit_millicores=3500,
+        cpu_request_millicores=400, cpu_limit_millicores=3500,
         memory_request_bytes=3 * GIB + 192 * 1024**2, memory_limit_bytes=5 * GIB + 768 * 1024**2)
 
 
@@ -191,7 +191,7 @@ def test_requests_that_fit_with_limits_that_do_not_warn(rendered):
 
 
 def test_cpu_requests_over_the_node_fail(rendered):
-    assert result(healthy(rendered, nodes=(kind_node(cpu="1"),)), "resources").status == "fail"
+    assert result(healthy(rendered, nodes=(kind_node(cpu="300m"),)), "resources").status == "fail"
 
 
 def test_an_overlay_that_did_not_render_fails_the_resource_check(rendered):

@@ -95,7 +95,7 @@ def test_a_bound_claim_passes_whatever_the_class(rendered):
 # ---- resources: CPU and memory apart, fixes that match the finding -------------------------
 
 def test_a_node_short_of_cpu_only_names_cpu_only(rendered):
-    res = result(healthy(rendered, nodes=(kind_node(cpu="1", memory="64Gi"),)), "resources")
+    res = result(healthy(rendered, nodes=(kind_node(cpu="300m", memory="64Gi"),)), "resources")
     assert res.status == "fail" and res.summary.endswith("(Insufficient cpu)")
     assert "memory" not in res.fix.split("(")[0] and "more CPUs" in res.fix
     assert "lower the CPU requests" in res.fix
@@ -109,13 +109,13 @@ def test_a_node_short_of_memory_only_names_memory_only(rendered):
 
 
 def test_a_node_short_of_both_names_both(rendered):
-    res = result(healthy(rendered, nodes=(kind_node(cpu="1", memory="2Gi"),)), "resources")
+    res = result(healthy(rendered, nodes=(kind_node(cpu="300m", memory="2Gi"),)), "resources")
     assert "(Insufficient cpu, Insufficient memory)" in res.summary
 
 
 @pytest.mark.parametrize("cpu, memory, limit", [("4", "4Gi", "memory"), ("2", "64Gi", "CPU")])
 def test_a_limits_warning_never_says_to_lower_the_requests(rendered, cpu, memory, limit):
-    # dev requests 1.15 CPU / 3.2 GiB and limits 3.5 CPU / 5.8 GiB
+    # dev requests 0.4 CPU / 3.2 GiB and limits 3.5 CPU / 5.8 GiB
     res = result(healthy(rendered, nodes=(kind_node(cpu=cpu, memory=memory),)), "resources")
     assert res.status == "warn" and "the requests fit" in res.summary
     assert "requests" not in res.fix and f"lower the {limit} limits" in res.fix
