@@ -53,6 +53,12 @@ def test_the_optimized_overlay_on_a_two_cpu_node_stops_at_once_naming_cpu_only()
     assert not rec.docker_builds and not rec.k8s_yaml, "nothing may be built or deployed"
 
 
+def test_the_dev_overlay_too_big_for_its_node_is_not_told_to_use_itself():
+    rec, _ = up("dev", FakeCluster(nodes=[kind_node(cpu="300m", memory="64Gi")]))
+    assert rec.failure is not None and "(Insufficient cpu)" in rec.failure
+    assert "--overlay=" not in rec.failure and "lower the requests in kustomize/overlays/dev/" in rec.failure
+
+
 def test_a_node_short_of_both_names_both():
     cluster = FakeCluster.with_crd_files(*CRD_FILES, nodes=[SMALLEST_NODE])
     rec, _ = up("optimized", cluster)
