@@ -59,6 +59,12 @@ def test_the_dev_overlay_too_big_for_its_node_is_not_told_to_use_itself():
     assert "--overlay=" not in rec.failure and "lower the requests in kustomize/overlays/dev/" in rec.failure
 
 
+def test_tilt_down_is_never_stopped_by_the_capacity_check():
+    cluster = FakeCluster(nodes=[kind_node(cpu="300m", memory="1Gi")])
+    rec = TiltEnvironment(TILTFILE, args=["--overlay=dev"], subcommand="down", cluster=cluster).run()
+    assert rec.failure is None and rec.warnings == [] and cluster.commands == []
+
+
 def test_a_node_short_of_both_names_both():
     cluster = FakeCluster.with_crd_files(*CRD_FILES, nodes=[SMALLEST_NODE])
     rec, _ = up("optimized", cluster)
