@@ -88,6 +88,19 @@ def test_a_provisioning_class_says_it_provisions_when_the_engine_starts(rendered
     assert "provisions a volume when the engine starts" in res.fix
 
 
+def test_a_provisioning_class_with_the_old_cache_released_says_how_to_reuse_it(rendered):
+    released = volume("Released", {"namespace": "vllm-dev", "name": "llm-model-cache"})
+    released["spec"]["storageClassName"] = "standard"
+    facts = healthy(rendered, pvc_phase="", volumes=doctor_facts.parse_volumes({"items": [released]}))
+    res = result(facts, "model-cache")
+    assert res.status == "warn" and "local-pv-1, Released" in res.summary
+    assert "kubectl patch pv local-pv-1" in res.fix
+    other = volume("Released", {"namespace": "elsewhere", "name": "data"})
+    other["spec"]["storageClassName"] = "standard"
+    facts = healthy(rendered, pvc_phase="", volumes=doctor_facts.parse_volumes({"items": [other]}))
+    assert "Released" not in result(facts, "model-cache").summary
+
+
 def test_a_bound_claim_passes_whatever_the_class(rendered):
     assert result(static_cluster(rendered, pvc_phase="Bound"), "model-cache").status == "pass"
 

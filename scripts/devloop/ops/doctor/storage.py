@@ -88,6 +88,14 @@ def check_model_cache(facts: Facts) -> CheckResult:
     provisioner = dict(facts.storage_provisioners).get(storage_class)
     if provisioner == NO_PROVISIONER:
         return _static_class(facts, where, storage_class, unbound)
+    left = [v for v in facts.volumes or () if v.phase == "Released"
+            and v.claim == f"{facts.namespace}/{facts.pvc_name}" and _fits(v, storage_class, facts)]
+    if left:
+        return CheckResult(
+            NAME, WARN, f"{where} {unbound}; the model cache of a deleted claim of the same name "
+            f"is on volume {left[0].name}, Released, and class {storage_class} would provision "
+            "an empty one instead (the model downloads again)",
+            "to reuse it, " + _released_fix(left[0]) + " before the engine starts")
     if facts.pvc_phase == "":
         return CheckResult(NAME, WARN, f"{where} not created yet (class {storage_class}"
                            f"{', provisioner ' + provisioner if provisioner else ''})",
