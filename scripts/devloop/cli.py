@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,14 @@ SUBCOMMAND_MODULES = (
 )
 
 
+def _installed(module_name: str) -> bool:
+    """Whether the sub-package (devloop.<name>) of a subcommand module is installed. The images
+    Tilt builds carry only the sub-packages their process runs (the engine's has no gateway/,
+    the gateway's no engine/), and the command there offers only those subcommands. A module
+    missing from a sub-package that is there still fails loudly."""
+    return importlib.util.find_spec(".".join(module_name.split(".")[:2])) is not None
+
+
 def build_parser(modules: Sequence[str] = SUBCOMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="devloop",
@@ -44,7 +53,7 @@ def build_parser(modules: Sequence[str] = SUBCOMMAND_MODULES) -> argparse.Argume
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # dest is not "command": a subcommand may have a --command flag of its own (bench-reload).
     subparsers = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
-    for module_name in modules:
+    for module_name in filter(_installed, modules):
         importlib.import_module(module_name).add_subcommand(subparsers)
     return parser
 

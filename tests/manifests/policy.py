@@ -11,7 +11,8 @@ from devloop.engine.settings import unknown_settings
 
 Obj = dict[str, Any]
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
-THIS_REPO_IMAGE = "vllm-devloop"
+# The images the Tiltfile builds from image/Dockerfile: the engine's and the gateway's.
+THIS_REPO_IMAGES = {"vllm-devloop", "vllm-devloop-gateway"}
 GiB = 1024**3
 UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": GiB, "Ti": 1024**4, "k": 1000, "M": 1000**2, "G": 1000**3}
 # Workloads allowed to run as root, each with the reason; every other check still applies to them.
@@ -255,7 +256,7 @@ def image_violations(objects: list[Obj]) -> list[str]:
         for container in containers(workload):
             image = container["image"]
             repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
-            if repository == THIS_REPO_IMAGE:
+            if repository in THIS_REPO_IMAGES:
                 if container.get("imagePullPolicy") != "IfNotPresent":
                     problems.append(f"{image}: a locally built image needs imagePullPolicy IfNotPresent")
             elif not tag or tag == "latest":

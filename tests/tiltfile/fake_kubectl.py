@@ -5,17 +5,45 @@ Tilt has no API that says which CustomResourceDefinitions a cluster has, so the 
 for that one command against a cluster holding the CRD objects it is given (the real
 prometheus-operator CRD from kustomize/crds/, for instance): the same columns, the same silence
 on stdout when there are none ("No resources found" goes to stderr), and a non-zero exit, which
-fails Tilt's load, when the cluster does not answer. Any other command is refused, so a test
-can never pass on a command the harness does not know.
+fails Tilt's load, when the cluster does not answer. The capacity check's `get nodes` and
+`get pods --all-namespaces` answer `-o json` with the node and pod objects given (by default one
+roomy kind node and no other pods), wrapped as the Tiltfile wraps them in
+`sh -c 'kubectl "$@" 2>/dev/null || true'`, which prints nothing where kubectl fails. Any other
+command is refused, so a test can never pass on a command the harness does not know.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+# The Tiltfile's KUBECTL_OR_NOTHING: sh runs kubectl with the arguments after $0, and swallows a
+# failure (stderr dropped, exit 0), so a dead cluster answers with nothing.
+KUBECTL_OR_NOTHING = 'kubectl "$@" 2>/dev/null || true'
+NODE_NAMES = {"nodes", "node", "no"}
+POD_NAMES = {"pods", "pod", "po"}
+
+
+def kind_node(cpu: str = "16", memory: str = "64Gi", name: str = "kind-control-plane") -> dict[str, Any]:
+    """A node as `kubectl get nodes -o json` lists it, with this allocatable CPU and memory."""
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "status": {"allocatable": {"cpu": cpu, "memory": memory, "pods": "110",
+                                       "ephemeral-storage": "100Gi"},
+                       "nodeInfo": {"architecture": "amd64", "kubeletVersion": "v1.32.2"}}}
+
+
+def placed_pod(namespace: str, name: str, cpu: str, memory: str, node: str = "kind-control-plane",
+               phase: str = "Running") -> dict[str, Any]:
+    """A pod the scheduler has placed on `node`, requesting this much."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": namespace, "name": name},
+            "spec": {"nodeName": node, "containers": [
+                {"name": "main", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]},
+            "status": {"phase": phase}}
+
 
 CRD_RESOURCE_NAMES = {"customresourcedefinitions", "customresourcedefinition", "crd", "crds",
                       "customresourcedefinitions.apiextensions.k8s.io"}
@@ -35,6 +63,8 @@ class FakeCluster:
 
     context: str = "kind-kind"
     crds: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=lambda: [kind_node()])
+    pods: list[dict[str, Any]] = field(default_factory=list)  # in every namespace
     reachable: bool = True
     commands: list[list[str]] = field(default_factory=list)  # every argv run, in order
 
@@ -47,16 +77,28 @@ class FakeCluster:
     def run(self, argv: list[str]) -> str:
         """What `argv` prints on stdout; KubectlFailed for a non-zero exit."""
         self.commands.append(list(argv))
+        if argv[:3] == ["sh", "-c", KUBECTL_OR_NOTHING] and len(argv) > 3:
+            try:
+                return self._kubectl(["kubectl", *argv[4:]])
+            except KubectlFailed:
+                return ""
+        return self._kubectl(argv)
+
+    def _kubectl(self, argv: list[str]) -> str:
         if not argv or argv[0] != "kubectl":
             raise UnknownCommand(f"only kubectl is emulated, not {argv!r}")
         options, words = _split_flags(argv[1:])
         if options.get("context", self.context) != self.context:
             raise KubectlFailed(f'error: context "{options["context"]}" does not exist')
-        if words[:1] != ["get"] or len(words) != 2 or words[1] not in CRD_RESOURCE_NAMES:
+        if words[:1] != ["get"] or len(words) != 2:
             raise UnknownCommand(f"not emulated: {argv!r}")
         if not self.reachable:
             raise KubectlFailed("The connection to the server 127.0.0.1:6443 was refused - "
                                 "did you specify the right host or port?")
+        if words[1] in NODE_NAMES | POD_NAMES:
+            return self._list_json(words[1], options, argv)
+        if words[1] not in CRD_RESOURCE_NAMES:
+            raise UnknownCommand(f"not emulated: {argv!r}")
         output = options.get("output", "")
         if not output.startswith("custom-columns="):
             raise UnknownCommand(f"only -o custom-columns= is emulated, not {output!r}")
@@ -65,6 +107,19 @@ class FakeCluster:
         if "no-headers" not in options:
             rows.insert(0, [name for name, _ in columns])
         return "".join("   ".join(row) + "\n" for row in rows)
+
+
+    def _list_json(self, resource: str, options: dict[str, str], argv: list[str]) -> str:
+        if options.get("output") != "json":
+            raise UnknownCommand(f"not emulated (only -o json for {resource}): {argv!r}")
+        if resource in NODE_NAMES:
+            items = self.nodes
+        elif "all-namespaces" in options or "A" in options:
+            items = self.pods
+        else:
+            raise UnknownCommand(f"not emulated (only pods of every namespace): {argv!r}")
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": items,
+                           "metadata": {"resourceVersion": ""}}, indent=4) + "\n"
 
 
 def _split_flags(args: list[str]) -> tuple[dict[str, str], list[str]]:

@@ -17,7 +17,8 @@ from .fake_kubectl import FakeCluster
 from .tilt_api import TiltEnvironment
 from .tilt_records import Blob, TiltfileError, TriggerMode, image_name, pod_containers
 
-IMAGE = "vllm-devloop"
+ENGINE_IMAGE, GATEWAY_IMAGE = "vllm-devloop", "vllm-devloop-gateway"
+IMAGES = (ENGINE_IMAGE, GATEWAY_IMAGE)
 ENGINE, GATEWAY, REDIS = "llm-engine", "llm-gateway", "llm-redis"
 LOCAL_CONTEXTS = ["docker-desktop", "kind-kind", "kind-vllm", "k3d-dev", "minikube", "orbstack",
                   "rancher-desktop"]
@@ -31,9 +32,11 @@ def _workloads(resources):
     return {name: r for name, r in resources.items() if r.workload is not None}
 
 
-def _build(rec):
-    assert len(rec.docker_builds) == 1, [b.ref for b in rec.docker_builds]
-    return rec.docker_builds[0]
+def _build(rec, image=ENGINE_IMAGE):
+    """The docker_build of `image`, which must be built exactly once."""
+    builds = [b for b in rec.docker_builds if b.ref == image]
+    assert len(builds) == 1, [b.ref for b in rec.docker_builds]
+    return builds[0]
 
 
 def _syncs(build):
@@ -115,22 +118,22 @@ def test_each_built_image_is_used_by_the_manifests_and_vice_versa(tilt_up, overl
     # Images from this repository have no registry host; everything else is pulled (redis:...).
     from_repo = {name for name in used if "/" not in name and name.startswith("vllm-devloop")}
     assert from_repo <= built, f"deployed but not built: {from_repo - built}"
-    assert built == {IMAGE}
+    assert built == set(IMAGES), "every overlay runs the engine and the gateway"
 
 
 @overlays
-def test_the_image_builds_from_the_repository_root_with_image_dockerfile(tilt_up, overlay):
-    build = _build(tilt_up(overlay)[0])
-    assert build.context == ROOT.resolve()
-    assert build.dockerfile == (ROOT / "image/Dockerfile").resolve()
+def test_the_images_build_from_the_repository_root_with_image_dockerfile(tilt_up, overlay):
+    for build in tilt_up(overlay)[0].docker_builds:
+        assert build.context == ROOT.resolve()
+        assert build.dockerfile == (ROOT / "image/Dockerfile").resolve()
 
 
 @overlays
 def test_image_platform_is_the_hosts_unless_overridden(overlay):
     _, rec = evaluate(args=[f"--overlay={overlay}"])
-    assert _build(rec).platform == "", "an empty platform lets Docker build for the host"
+    assert [b.platform for b in rec.docker_builds] == ["", ""], "empty: Docker builds for the host"
     _, rec = evaluate(args=[f"--overlay={overlay}", "--platform=linux/amd64"])
-    assert _build(rec).platform == "linux/amd64"
+    assert [b.platform for b in rec.docker_builds] == ["linux/amd64"] * 2
 
 
 PODMAN_DOCKER_HOST = "unix:///run/podman/podman.sock"
@@ -149,22 +152,26 @@ def test_a_podman_docker_host_with_buildkit_on_stops_before_building_with_the_fi
 @pytest.mark.parametrize("value", ["0", "false", "F"])
 def test_a_podman_docker_host_with_the_legacy_builder_builds(value):
     _, rec = evaluate(environ={"DOCKER_HOST": PODMAN_DOCKER_HOST, "DOCKER_BUILDKIT": value})
-    assert rec.failure is None and len(rec.docker_builds) == 1
+    assert rec.failure is None and len(rec.docker_builds) == len(IMAGES)
 
 
 def test_docker_hosts_other_than_podman_build_with_the_engines_default():
     for environ in ({}, {"DOCKER_HOST": "unix:///var/run/docker.sock"}):
         _, rec = evaluate(environ=environ)
-        assert rec.failure is None and len(rec.docker_builds) == 1
+        assert rec.failure is None and len(rec.docker_builds) == len(IMAGES)
 
 
 @overlays
-def test_build_context_holds_every_file_the_dockerfile_copies(tilt_up, overlay, dockerfile):
-    build = _build(tilt_up(overlay)[0])
+@pytest.mark.parametrize("image", IMAGES)
+def test_build_context_holds_every_file_the_dockerfile_copies(tilt_up, overlay, dockerfile, image):
+    """Each COPY source is in the context: whole, or (a directory) through the parts of it that
+    docker_build(only=...) names."""
+    build = _build(tilt_up(overlay)[0], image)
     for source in dockerfile.context_sources():
         path = posixpath.normpath(source)
         assert (build.context / path).exists(), f"Dockerfile copies {source}, which does not exist"
-        assert any(path == only or path.startswith(only.rstrip("/") + "/") for only in build.only), (
+        assert any(path == only or path.startswith(only.rstrip("/") + "/")
+                   or only.startswith(path + "/") for only in build.only), (
             f"Dockerfile copies {source}, which docker_build(only=...) leaves out of the context")
         assert not any(fnmatch.fnmatch(path, pattern) for pattern in build.ignore)
 
@@ -245,7 +252,8 @@ def test_overlays_without_live_update_update_on_the_button(tilt_up):
     such overlays update image-using workloads on demand, dev on save."""
     for overlay in OVERLAYS:
         rec, resources = tilt_up(overlay)
-        expected = TriggerMode.AUTO if _build(rec).live_update else TriggerMode.MANUAL
+        live = any(build.live_update for build in rec.docker_builds)
+        expected = TriggerMode.AUTO if live else TriggerMode.MANUAL
         for name in (ENGINE, GATEWAY):
             assert resources[name].trigger_mode == expected, (overlay, name)
 

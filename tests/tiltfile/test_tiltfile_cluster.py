@@ -40,7 +40,8 @@ def local_cluster() -> str:
     return context
 
 
-def test_tilt_ci_brings_the_dev_overlay_up_and_healthy(local_cluster):
+def test_tilt_ci_brings_the_dev_overlay_up_and_healthy_and_tilt_down_keeps_the_model_cache(
+        local_cluster):
     try:
         result = subprocess.run(
             ["tilt", "ci", "--timeout", CI_TIMEOUT, *TILT_ARGS],
@@ -48,5 +49,11 @@ def test_tilt_ci_brings_the_dev_overlay_up_and_healthy(local_cluster):
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     finally:
-        subprocess.run(["tilt", "down", *TILT_ARGS], cwd=ROOT,
-                       capture_output=True, check=False)
+        down = subprocess.run(["tilt", "down", *TILT_ARGS], cwd=ROOT,
+                              capture_output=True, text=True, check=False)
+    assert down.returncode == 0, down.stderr[-4000:]
+    # The claim carries tilt.dev/down-policy: keep (docs/cluster.md): the model is not lost.
+    kept = subprocess.run([kustomize.kubectl_path(), "--context", local_cluster, "-n", "vllm-dev",
+                           "get", "pvc", "llm-model-cache", "-o", "name"],
+                          capture_output=True, text=True, check=False)
+    assert kept.stdout.strip() == "persistentvolumeclaim/llm-model-cache", kept.stderr

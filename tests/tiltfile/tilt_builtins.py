@@ -146,6 +146,10 @@ class TiltBuiltins:
                 raise TiltfileError(f"command {command!r} failed: exit status 1\n{failed}") from failed
             return starlark.OpaquePythonObject(Blob(out))
 
+        def decode_json(json: Any) -> Any:  # Tilt's parameter name
+            text = json.text if isinstance(json, Blob) else str(json)
+            return __import__("json").loads(text)
+
         def decode_yaml(yaml: Any) -> Any:  # Tilt's parameter name
             text = yaml.text if isinstance(yaml, Blob) else str(yaml)
             return json.loads(json.dumps(__import__("yaml").safe_load(text)))
@@ -157,6 +161,7 @@ class TiltBuiltins:
             "encode_yaml_stream": encode_yaml_stream,
             "local": local,
             "decode_yaml": decode_yaml,
+            "decode_json": decode_json,
         }
 
     def _image_builtins(self) -> dict[str, Any]:

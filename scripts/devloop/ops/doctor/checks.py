@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 
 from devloop.ops.doctor.facts import (
     GIB,
+    METRICS_API_SERVICE,
     Facts,
     normalise_arch,
     parse_kubernetes_version,
     parse_tilt_version,
 )
-
-PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+from devloop.ops.doctor.result import FAIL, PASS, SKIP, WARN, CheckResult
+from devloop.ops.doctor.storage import check_model_cache
 
 # The same list as the Tiltfile's allow_k8s_contexts guard: clusters that run on this machine.
 LOCAL_CONTEXTS = ("docker-desktop", "docker-for-desktop", "minikube", "orbstack", "rancher-desktop")
@@ -49,14 +50,6 @@ CRD_INSTALL_HINTS = {
     "metrics, or only its CRD so the objects apply: "
     "`kubectl apply --server-side -f kustomize/crds/`",
 }
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    status: str          # pass, warn, fail, skip (skip: a check it depends on failed)
-    summary: str
-    fix: str = ""
 
 
 def is_local_context(context: str) -> bool:
@@ -122,6 +115,21 @@ def check_reachable(facts: Facts) -> CheckResult:
     return CheckResult("cluster", PASS, f"reachable; nodes: {names}")
 
 
+ENGINE_RESOURCE_HINTS = {
+    "memory": "Docker Desktop: Settings > Resources > Memory; minikube: `minikube start --memory "
+              "12g`; OrbStack/Rancher Desktop: their resource settings",
+    "CPUs": "Docker Desktop: Settings > Resources > CPUs; minikube: `minikube start --cpus 4`; "
+            "OrbStack/Rancher Desktop: their resource settings",
+}
+
+
+def _give_more(short: list[str]) -> str:
+    """The fix for a node short of `short` (memory, CPUs): give the container engine more of
+    each, with where each is set."""
+    return (f"give the container engine more {' and '.join(short)} ("
+            + "; ".join(f"{what}: {ENGINE_RESOURCE_HINTS[what]}" for what in short) + ")")
+
+
 def check_resources(facts: Facts) -> CheckResult:
     name = "resources"
     if facts.resources is None:
@@ -135,24 +143,33 @@ def check_resources(facts: Facts) -> CheckResult:
     asks = (f"overlay {facts.overlay} requests {_cpus(wants.cpu_request_millicores)} / "
             f"{_gib(wants.memory_request_bytes)} (limits {_cpus(wants.cpu_limit_millicores)} / "
             f"{_gib(wants.memory_limit_bytes)}); nodes allocate {_cpus(cpu)} / {_gib(memory)}")
-    if facts.smaller_overlays:
-        instead = ", or use an overlay that asks for less: " + ", ".join(
-            f"`--overlay {name}`" for name in facts.smaller_overlays)
-    else:
-        instead = (f", or lower the requests in kustomize/overlays/{facts.overlay}/ (no overlay "
-                   "asks for less)")
-    engine_fix = ("give the container engine more (Docker Desktop: Settings > Resources > "
-                  "Memory and CPUs; minikube: `minikube start --memory 12g --cpus 4`; "
-                  "OrbStack/Rancher Desktop: their resource settings)" + instead)
-    if wants.memory_request_bytes > memory or wants.cpu_request_millicores > cpu:
-        return CheckResult(name, FAIL, asks + ": pods will stay Pending (Insufficient memory/cpu)",
-                           engine_fix)
+    where = f"kustomize/overlays/{facts.overlay}/"
+    # What the scheduler says of a pod that does not fit: "Insufficient cpu", "Insufficient memory".
+    short = [what for what, asked, has in (("cpu", wants.cpu_request_millicores, cpu),
+                                           ("memory", wants.memory_request_bytes, memory))
+             if asked > has]
+    if short:
+        more = _give_more(["CPUs" if what == "cpu" else what for what in short])
+        if facts.smaller_overlays:
+            instead = ", or use an overlay that asks for less: " + ", ".join(
+                f"`--overlay {other}`" for other in facts.smaller_overlays)
+        else:
+            named = " and ".join("CPU" if what == "cpu" else what for what in short)
+            instead = f", or lower the {named} requests in {where} (no overlay asks for less)"
+        return CheckResult(name, FAIL, asks + ": pods will stay Pending ("
+                           + ", ".join(f"Insufficient {what}" for what in short) + ")",
+                           more + instead)
     if wants.memory_limit_bytes > memory:
-        return CheckResult(name, WARN, asks + ": under load the pods can use more memory than the "
-                           "node has, and the kernel OOM-kills them", engine_fix)
+        return CheckResult(name, WARN, asks + ": the requests fit, but under load the pods can "
+                           "use more memory than the nodes have, and the kernel OOM-kills them",
+                           _give_more(["memory"]) + f", or lower the memory limits in {where} "
+                           "to what the model measured needs (README Performance)")
     if wants.cpu_limit_millicores > cpu:
-        return CheckResult(name, WARN, asks + ": CPU limits exceed the node, so the engine's "
-                           "threads (CPU_THREADS=auto follows the limit) share fewer cores", engine_fix)
+        return CheckResult(name, WARN, asks + ": the requests fit, but the CPU limits exceed the "
+                           "nodes, so the engine's threads (CPU_THREADS=auto follows the limit) "
+                           "share fewer cores than they expect",
+                           _give_more(["CPUs"]) + f", or lower the CPU limits in {where} to the "
+                           "nodes' CPUs")
     return CheckResult(name, PASS, asks)
 
 
@@ -210,14 +227,17 @@ def check_ingress(facts: Facts) -> CheckResult:
         return CheckResult("ingress", SKIP, "needs a reachable cluster")
     missing = [name for name in facts.ingress_classes_needed if name not in facts.ingress_classes]
     if missing:
+        # The Ingress applies either way (ingressClassName is only a name); no controller of the
+        # class means it routes nothing, while the Services and port-forwards still work.
         return CheckResult(
-            "ingress", FAIL, f"overlay {facts.overlay} routes through IngressClass "
+            "ingress", WARN, f"overlay {facts.overlay} routes through IngressClass "
             f"{', '.join(missing)}, which the cluster does not have "
-            f"(it has: {', '.join(facts.ingress_classes) or 'none'})",
+            f"(it has: {', '.join(facts.ingress_classes) or 'none'}): the Ingress applies but "
+            "routes nothing until a controller of that class runs",
             "install ingress-nginx: `helm upgrade --install ingress-nginx ingress-nginx "
             "--repo https://kubernetes.github.io/ingress-nginx -n ingress-nginx --create-namespace` "
             "(kind: `kubectl apply -f https://kind.sigs.k8s.io/examples/ingress/deploy-ingress-nginx.yaml`; "
-            "minikube: `minikube addons enable ingress`)")
+            "minikube: `minikube addons enable ingress`); meanwhile use the port-forwards")
     return CheckResult("ingress", PASS, f"IngressClass {', '.join(facts.ingress_classes_needed)} exists")
 
 
@@ -238,6 +258,27 @@ def check_crds(facts: Facts) -> CheckResult:
         name, WARN, f"the cluster has no CRD for {', '.join(kinds)}: `kubectl apply` rejects "
         f"{', '.join(obj for _, obj in missing)} (the rest applies) and `tilt up` leaves them out",
         "; or ".join(dict.fromkeys(hints)))
+
+
+def check_metrics_server(facts: Facts) -> CheckResult:
+    """An HPA on CPU utilisation reads pod metrics through the metrics API (metrics-server);
+    without it the HPA logs `failed to get cpu utilization` and never scales."""
+    name = "metrics-server"
+    if not facts.has_hpa:
+        return CheckResult(name, PASS, f"overlay {facts.overlay} has no HorizontalPodAutoscaler: "
+                           "none needed")
+    if facts.metrics_api is None:
+        return CheckResult(name, SKIP, "needs a reachable cluster")
+    available, why = facts.metrics_api
+    if available:
+        return CheckResult(name, PASS, f"APIService {METRICS_API_SERVICE} is Available")
+    return CheckResult(
+        name, WARN, f"overlay {facts.overlay} has a HorizontalPodAutoscaler, but APIService "
+        f"{METRICS_API_SERVICE} is not Available ({why}): the HPA cannot read CPU use and never scales",
+        "install metrics-server: `kubectl apply -f https://github.com/kubernetes-sigs/metrics-server/"
+        "releases/latest/download/components.yaml` (kind and other self-signed kubelets: add "
+        "`--kubelet-insecure-tls` to its args; minikube: `minikube addons enable metrics-server`; "
+        "k3s/k3d ship it)")
 
 
 def network_policy_enforcer(facts: Facts) -> tuple[bool | None, str]:
@@ -278,41 +319,10 @@ def check_network_policy(facts: Facts) -> CheckResult:
     return CheckResult(name, WARN, f"cannot tell whether NetworkPolicy is enforced ({found})", fix)
 
 
-def check_model_cache(facts: Facts) -> CheckResult:
-    name = "model-cache"
-    where = f"PVC {facts.namespace}/{facts.pvc_name}"
-    if facts.pvc_phase is None:
-        return CheckResult(name, SKIP, "needs a reachable cluster")
-    classes = facts.storage_classes
-    # Only a PVC that names no class depends on a default one; unknown classes prove nothing.
-    no_class = (facts.pvc_storage_class is None and classes is not None
-                and not any(is_default for _, is_default in classes))
-    class_fix = ("mark a StorageClass default: `kubectl patch storageclass NAME -p "
-                 "'{\"metadata\": {\"annotations\": {\"storageclass.kubernetes.io/is-default-class\": \"true\"}}}'` "
-                 "(kind and k3d ship `standard`/`local-path`)")
-    if facts.pvc_phase == "":
-        if no_class:
-            return CheckResult(name, FAIL, f"{where} not created yet, and the cluster has no default "
-                               "StorageClass to bind it", class_fix)
-        return CheckResult(name, WARN, f"{where} not created yet", f"deploy the overlay "
-                           f"(`tilt up -- --overlay={facts.overlay}`); it binds when the engine starts")
-    if facts.pvc_phase == "Bound":
-        return CheckResult(name, PASS, f"{where} is Bound")
-    if facts.pvc_phase == "Pending":
-        if no_class:
-            return CheckResult(name, FAIL, f"{where} is Pending and the cluster has no default "
-                               "StorageClass", class_fix)
-        return CheckResult(name, WARN, f"{where} is Pending (normal until the engine pod is scheduled "
-                           "on a WaitForFirstConsumer class)",
-                           f"`kubectl -n {facts.namespace} describe pvc {facts.pvc_name}` shows why")
-    return CheckResult(name, FAIL, f"{where} is {facts.pvc_phase}",
-                       f"`kubectl -n {facts.namespace} describe pvc {facts.pvc_name}`; delete and "
-                       "recreate it (the model downloads again)")
-
-
 CHECKS: tuple[Callable[[Facts], CheckResult], ...] = (
     check_kubectl, check_context, check_reachable, check_resources, check_architecture,
     check_tilt, check_ingress, check_crds, check_network_policy, check_model_cache,
+    check_metrics_server,
 )
 
 

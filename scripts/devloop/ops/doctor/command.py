@@ -69,6 +69,9 @@ def overlay_facts(objects: list[dict[str, Any]]) -> dict[str, Any]:
         "has_network_policies": any(obj.get("kind") == "NetworkPolicy" for obj in objects),
         "pvc_name": pvcs[0]["metadata"]["name"] if pvcs else "llm-model-cache",
         "pvc_storage_class": pvcs[0]["spec"].get("storageClassName") if pvcs else None,
+        "pvc_request_bytes": doctor_facts.parse_memory_bytes(
+            pvcs[0]["spec"].get("resources", {}).get("requests", {}).get("storage", 0)) if pvcs else 0,
+        "has_hpa": any(obj.get("kind") == "HorizontalPodAutoscaler" for obj in objects),
     }
 
 
@@ -142,6 +145,8 @@ def _gather_cluster(facts: doctor_facts.Facts, kubectl: str, env: Mapping[str, s
     storage = _kubectl_json(kubectl, ["get", "storageclasses"], env)
     pvc = _kubectl_json(kubectl, ["-n", facts.namespace or "default", "get", "pvc",
                                   facts.pvc_name, "--ignore-not-found"], env)
+    facts = replace(facts, **_gather_storage(kubectl, env, storage),
+                    **_gather_metrics_api(facts, kubectl, env))
     return replace(
         facts,
         crds=_cluster_crds(kubectl, env) if facts.custom_objects else None,
@@ -151,6 +156,26 @@ def _gather_cluster(facts: doctor_facts.Facts, kubectl: str, env: Mapping[str, s
         storage_classes=None if storage is None else doctor_facts.parse_storage_classes(storage),
         pvc_phase=None if pvc is None else pvc.get("status", {}).get("phase", ""),
     )
+
+
+def _gather_storage(kubectl: str, env: Mapping[str, str], storage: Any | None) -> dict[str, Any]:
+    """What the model-cache check needs beyond the claim: the provisioners of the classes
+    (`storage`, already listed) and the volumes."""
+    volumes = _kubectl_json(kubectl, ["get", "persistentvolumes"], env)
+    return {
+        "storage_provisioners": () if storage is None else doctor_facts.parse_storage_provisioners(storage),
+        "volumes": None if volumes is None else doctor_facts.parse_volumes(volumes),
+    }
+
+
+def _gather_metrics_api(facts: doctor_facts.Facts, kubectl: str, env: Mapping[str, str]
+                        ) -> dict[str, Any]:
+    """The metrics API's availability, asked only for an overlay with an HPA."""
+    if not facts.has_hpa:
+        return {}
+    service = _kubectl_json(kubectl, ["get", "apiservices", doctor_facts.METRICS_API_SERVICE,
+                                      "--ignore-not-found"], env)
+    return {"metrics_api": None if service is None else doctor_facts.parse_api_service(service)}
 
 
 def _tilt_version(env: Mapping[str, str]) -> str | None:

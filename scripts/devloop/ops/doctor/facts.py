@@ -48,6 +48,17 @@ class DaemonSet:
 
 
 @dataclass(frozen=True)
+class Volume:
+    """A PersistentVolume, as `kubectl get pv -o json` lists it."""
+
+    name: str
+    phase: str                  # Available, Bound, Released, Failed
+    storage_class: str          # "" when it names none
+    capacity_bytes: int
+    claim: str = ""             # namespace/name of the claim it is (or was) bound to
+
+
+@dataclass(frozen=True)
 class Resources:
     """What an overlay asks for, summed over every pod its workloads start (replicas included)."""
 
@@ -70,6 +81,8 @@ class Facts:
     has_network_policies: bool = False
     pvc_name: str = "llm-model-cache"
     pvc_storage_class: str | None = None     # the PVC's own storageClassName, if it names one
+    pvc_request_bytes: int = 0               # the storage the PVC requests
+    has_hpa: bool = False                    # the overlay scales on resource metrics (an HPA)
     kubectl: str | None = None               # path of the kubectl used
     kubectl_version: str | None = None
     kubectl_error: str = ""
@@ -80,7 +93,12 @@ class Facts:
     ingress_classes: tuple[str, ...] | None = None
     daemonsets: tuple[DaemonSet, ...] | None = None
     storage_classes: tuple[tuple[str, bool], ...] | None = None  # (name, is default)
+    storage_provisioners: tuple[tuple[str, str], ...] = ()  # (class name, provisioner)
+    volumes: tuple[Volume, ...] | None = None  # the cluster's PersistentVolumes; None: not listed
     pvc_phase: str | None = None             # Bound, Pending, Lost; "" when the PVC does not exist
+    # The metrics API's APIService (metrics-server): (available, why). None: not asked; (False,
+    # "not registered") when the cluster has none.
+    metrics_api: tuple[bool, str] | None = None
     custom_objects: tuple[tuple[str, str], ...] = ()  # (group/Kind, Kind/name) needing a CRD
     crds: tuple[str, ...] | None = None      # group/Kind of the cluster's CRDs; None: not asked
     smaller_overlays: tuple[str, ...] = ()   # overlays requesting less CPU and memory than this
@@ -218,6 +236,44 @@ def parse_storage_classes(classes_json: dict[str, Any]) -> tuple[tuple[str, bool
         is_default = any(annotations.get(key) == "true" for key in default_keys)
         classes.append((item["metadata"]["name"], is_default))
     return tuple(classes)
+
+
+def parse_storage_provisioners(classes_json: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(name, provisioner) of every StorageClass in `kubectl get storageclasses -o json`."""
+    return tuple((item["metadata"]["name"], item.get("provisioner", ""))
+                 for item in classes_json.get("items", []))
+
+
+def parse_volumes(volumes_json: dict[str, Any]) -> tuple[Volume, ...]:
+    """`kubectl get persistentvolumes -o json` to Volumes."""
+    volumes = []
+    for item in volumes_json.get("items", []):
+        spec = item.get("spec", {})
+        claim = spec.get("claimRef") or {}
+        volumes.append(Volume(
+            name=item["metadata"]["name"],
+            phase=item.get("status", {}).get("phase", ""),
+            storage_class=spec.get("storageClassName", ""),
+            capacity_bytes=parse_memory_bytes(spec.get("capacity", {}).get("storage", 0)),
+            claim=f"{claim['namespace']}/{claim['name']}" if claim.get("name") else "",
+        ))
+    return tuple(volumes)
+
+
+# The APIService metrics-server registers; the HPA's resource metrics come through it.
+METRICS_API_SERVICE = "v1beta1.metrics.k8s.io"
+
+
+def parse_api_service(api_service_json: dict[str, Any]) -> tuple[bool, str]:
+    """(available, why) from `kubectl get apiservice NAME -o json --ignore-not-found`, whose
+    output is empty ({} here) when the APIService does not exist."""
+    if not api_service_json:
+        return False, "not registered"
+    for condition in api_service_json.get("status", {}).get("conditions", []):
+        if condition.get("type") == "Available":
+            why = condition.get("message") or condition.get("reason") or ""
+            return condition.get("status") == "True", why
+    return False, "no Available condition yet"
 
 
 def custom_objects(objects: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
