@@ -36,9 +36,10 @@ class OverlayReport:
 
 
 def load_crd_schemas(crd_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> JSON schema, for every served version of every CRD in crd_dir."""
+    """(apiVersion, kind) -> JSON schema, for every served version of every CRD in crd_dir and
+    its folders (one per upstream release: gateway-api-v1.6.1/, ...)."""
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(crd_dir.glob("*.yaml")):
+    for path in sorted(crd_dir.rglob("*.yaml")):
         for crd in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
                 continue
