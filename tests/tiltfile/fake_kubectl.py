@@ -50,6 +50,9 @@ class FakeCluster:
     reachable: bool = True
     commands: list[list[str]] = field(default_factory=list)  # every argv run, in order
     kubectl_installed: bool = True  # False: a shell finds no kubectl on its PATH at all
+    # A kubeconfig path: a shell's `kubectl` is then the real one, against that kubeconfig (a
+    # server that is down, say), and its commands are not recorded.
+    real_kubeconfig: str = ""
 
     @classmethod
     def with_crd_files(cls, *paths: Path, **kwargs: Any) -> FakeCluster:
@@ -134,11 +137,13 @@ def _run_in_shell(cluster: FakeCluster, argv: list[str]) -> str:
         shim.write_text(SHIM.format(python=sys.executable, root=str(ROOT), state=str(state)))
         shim.chmod(0o755)
         path = f"{tmp}{os.pathsep}{os.environ.get('PATH', '')}" if cluster.kubectl_installed else tmp
-        if not cluster.kubectl_installed:
+        if not cluster.kubectl_installed or cluster.real_kubeconfig:
             shim.unlink()
         env = {**os.environ, "PATH": path}
+        if cluster.real_kubeconfig:
+            env["KUBECONFIG"] = cluster.real_kubeconfig
         result = subprocess.run([SHELL, *argv[1:]], capture_output=True, text=True, env=env,
-                                timeout=60, check=False)
+                                stdin=subprocess.DEVNULL, timeout=60, check=False)
         cluster.commands += json.loads(state.read_text(encoding="utf-8"))["commands"]
     if result.returncode != 0:
         raise KubectlFailed(result.stderr.strip())

@@ -148,6 +148,21 @@ def test_an_unreachable_cluster_loads_anyway_with_one_warning_and_kubectls_own_e
     assert env.assemble()  # Tilt would accept the resources
 
 
+def test_the_real_kubectl_against_a_stopped_cluster_is_one_warning_with_its_own_words(tmp_path):
+    """No stand-in: kubectl itself, its kubeconfig naming a server nothing listens on."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "kind-kind",
+        "clusters": [{"name": "kind", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "kind", "user": {"token": "not-checked"}}],
+        "contexts": [{"name": "kind-kind", "context": {"cluster": "kind", "user": "kind"}}]}))
+    _, rec = _run("optimized", FakeCluster(real_kubeconfig=str(kubeconfig)))
+    assert rec.failure is None
+    [warning] = rec.warnings
+    assert re.search(r"which CustomResourceDefinitions it has: .*127\.0\.0\.1:1.*refused", warning), warning
+    assert [r["name"] for r in rec.local_resources if r["name"] == "cluster-wait"] == ["cluster-wait"]
+
+
 def test_an_unreachable_cluster_gets_a_resource_that_reloads_the_tiltfile_when_it_answers():
     _, rec = _run("optimized", FakeCluster(reachable=False))
     [wait] = [r for r in rec.local_resources if r["name"] == "cluster-wait"]
