@@ -18,15 +18,35 @@ COMPONENTS = sorted(
     for entry in (ROOT / kustomize.COMPONENTS_DIR).iterdir()
     if (entry / "kustomization.yaml").is_file()
 )
-# The ingress routes to the gateway that the cache component adds; every other set stands alone.
-COMPONENT_REQUIRES = {"ingress": {"cache"}}
+# What a component needs beside it, as alternatives (any one set will do): the ingress and the
+# gateway-api route go to the gateway that the cache component adds, unless the inference-pool
+# component sends the route to its pool instead; the pool patches the gateway-api route. Every
+# other component stands alone.
+COMPONENT_REQUIRES = {
+    "ingress": [{"cache"}],
+    "gateway-api": [{"cache"}, {"inference-pool"}],
+    "inference-pool": [{"gateway-api"}],
+}
+# Components nested in another's directory, rendered with the sets named here: the local Gateway
+# the gateway-api route attaches to by default.
+NESTED_TARGETS = [
+    "base+cache+gateway-api+gateway-api/gateway",
+    "base+gateway-api+gateway-api/gateway+inference-pool",
+]
+
+
+def _satisfied(chosen: tuple[str, ...]) -> bool:
+    return all(any(needs <= set(chosen) for needs in COMPONENT_REQUIRES[name])
+               for name in chosen if name in COMPONENT_REQUIRES)
 
 
 def component_sets() -> list[tuple[str, ...]]:
+    """Every set of components whose needs are met, in COMPONENTS' (alphabetical) order, which is
+    also the order they apply in: gateway-api before the inference-pool patch of its route."""
     sets = []
     for size in range(len(COMPONENTS) + 1):
         for chosen in itertools.combinations(COMPONENTS, size):
-            if all(COMPONENT_REQUIRES.get(name, set()) <= set(chosen) for name in chosen):
+            if _satisfied(chosen):
                 sets.append(chosen)
     return sets
 
@@ -47,7 +67,7 @@ def write_kustomization(workdir: Path, components: tuple[str, ...]) -> Path:
 
 TARGETS = [f"overlay:{name}" for name in OVERLAYS] + [
     "base+" + "+".join(chosen) if chosen else "base" for chosen in component_sets()
-]
+] + NESTED_TARGETS
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import yaml
 
 from devloop.manifests import kustomize
 
-from .conftest import OVERLAYS, ROOT
+from .conftest import NESTED_TARGETS, OVERLAYS, ROOT, write_kustomization
 
 CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
 SKIPS = yaml.safe_load((Path(__file__).parent / "checkov-skips.yaml").read_text())
@@ -38,6 +38,16 @@ def findings(tmp_path_factory) -> dict[str, set[str]]:
     for overlay in OVERLAYS:
         path = workdir / f"{overlay}.yaml"
         path.write_text(kustomize.render_overlay(overlay, ROOT))
+        args += ["--file", str(path)]
+    # The components no overlay carries (the InferencePool variant of the route), in a namespace
+    # of their own as an overlay would put them.
+    for number, target in enumerate(NESTED_TARGETS):
+        slug = f"component-set-{number}"
+        kustomization = write_kustomization(workdir / slug, tuple(target.split("+")[1:]))
+        with (kustomization / "kustomization.yaml").open("a", encoding="utf-8") as file:
+            file.write(f"namespace: {slug}\n")
+        path = workdir / f"{slug}.yaml"
+        path.write_text(kustomize.render(kustomization))
         args += ["--file", str(path)]
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     reports = json.loads(result.stdout)

@@ -1,6 +1,6 @@
 """The gateway's admin endpoints (/cache/*) stay out of reach of API clients in every rendered
-set that has the gateway: bound to the pod's loopback, exposed by no Service (so by no Ingress
-either) and let in by no NetworkPolicy; readiness is /ready, which drains on SIGTERM."""
+set that has the gateway: bound to the pod's loopback, exposed by no Service (so by no HTTPRoute or
+Ingress either) and let in by no NetworkPolicy; readiness is /ready, which drains on SIGTERM."""
 
 from __future__ import annotations
 
@@ -73,11 +73,11 @@ def test_admin_endpoints_are_reachable_by_port_forward_only(rendered):
 
 def test_the_optimized_overlay_has_the_gateway_and_its_policy(render_target):
     # The check above is not vacuous: the fullest overlay renders the gateway, a Service, an
-    # Ingress and NetworkPolicies for it.
+    # HTTPRoute and NetworkPolicies for it.
     objects = render_target("overlay:optimized")
     kinds = {obj["kind"] for obj in objects}
     assert _gateway(objects) is not None
-    assert {"Service", "NetworkPolicy", "Ingress"} <= kinds
+    assert {"Service", "NetworkPolicy", "HTTPRoute"} <= kinds
 
 
 @pytest.mark.parametrize("mistake", ["public-admin-host", "service-on-admin", "policy-lets-admin",

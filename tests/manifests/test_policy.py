@@ -11,11 +11,12 @@ import yaml
 
 from devloop.manifests import kustomize
 
-from . import policy
+from . import policy, policy_routes
 from .conftest import write_kustomization
 
 
-@pytest.mark.parametrize("check", policy.ALL_CHECKS, ids=lambda check: check.__name__)
+@pytest.mark.parametrize("check", policy.ALL_CHECKS + policy_routes.ROUTE_CHECKS,
+                         ids=lambda check: check.__name__)
 def test_rendered_manifests_satisfy_policy(rendered, check):
     assert check(rendered) == []
 

@@ -15,7 +15,8 @@ from .conftest import COMPONENTS, OVERLAYS, ROOT
 
 def test_the_overlays_and_components_are_the_designed_ones():
     assert OVERLAYS == ["dev", "optimized"]
-    assert COMPONENTS == ["autoscaling", "cache", "ingress", "logging", "monitoring", "security"]
+    assert COMPONENTS == ["autoscaling", "cache", "gateway-api", "inference-pool", "ingress", "logging",
+                          "monitoring", "security"]
 
 
 def test_optimized_carries_the_guides_tuned_settings(render_target):

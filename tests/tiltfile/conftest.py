@@ -17,7 +17,7 @@ TILTFILE = ROOT / "Tiltfile"
 DOCKERFILE = ROOT / "image" / "Dockerfile"
 OVERLAYS = kustomize.overlay_names(ROOT)
 # The CRDs of the kinds the components use, as the real operator installs them.
-CRD_FILES = sorted((ROOT / "kustomize" / "crds").glob("*.yaml"))
+CRD_FILES = sorted((ROOT / "kustomize" / "crds").rglob("*.yaml"))
 
 
 def evaluate(**kwargs) -> tuple[TiltEnvironment, Recording]:

@@ -10,17 +10,27 @@ fails Tilt's load, when the cluster does not answer. The capacity check's `get n
 roomy kind node and no other pods), wrapped as the Tiltfile wraps them in
 `sh -c 'kubectl "$@" 2>/dev/null || true'`, which prints nothing where kubectl fails. Any other
 command is refused, so a test can never pass on a command the harness does not know.
+
+A command run through `sh -c SCRIPT` (the Tiltfile wraps kubectl so that its failure does not
+fail the load) runs in the real /bin/sh, with this stand-in as the `kubectl` on its PATH: the
+script's quoting, exit codes and redirections are the shell's own, not an imitation.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+ROOT = Path(__file__).resolve().parents[2]
+SHELL = "/bin/sh"
 # The Tiltfile's KUBECTL_OR_NOTHING: sh runs kubectl with the arguments after $0, and swallows a
 # failure (stderr dropped, exit 0), so a dead cluster answers with nothing.
 KUBECTL_OR_NOTHING = 'kubectl "$@" 2>/dev/null || true'
@@ -67,6 +77,10 @@ class FakeCluster:
     pods: list[dict[str, Any]] = field(default_factory=list)  # in every namespace
     reachable: bool = True
     commands: list[list[str]] = field(default_factory=list)  # every argv run, in order
+    kubectl_installed: bool = True  # False: a shell finds no kubectl on its PATH at all
+    # A kubeconfig path: a shell's `kubectl` is then the real one, against that kubeconfig (a
+    # server that is down, say), and its commands are not recorded.
+    real_kubeconfig: str = ""
 
     @classmethod
     def with_crd_files(cls, *paths: Path, **kwargs: Any) -> FakeCluster:
@@ -76,12 +90,9 @@ class FakeCluster:
 
     def run(self, argv: list[str]) -> str:
         """What `argv` prints on stdout; KubectlFailed for a non-zero exit."""
+        if argv[:2] == ["sh", "-c"]:
+            return _run_in_shell(self, argv)
         self.commands.append(list(argv))
-        if argv[:3] == ["sh", "-c", KUBECTL_OR_NOTHING] and len(argv) > 3:
-            try:
-                return self._kubectl(["kubectl", *argv[4:]])
-            except KubectlFailed:
-                return ""
         return self._kubectl(argv)
 
     def _kubectl(self, argv: list[str]) -> str:
@@ -107,7 +118,6 @@ class FakeCluster:
         if "no-headers" not in options:
             rows.insert(0, [name for name, _ in columns])
         return "".join("   ".join(row) + "\n" for row in rows)
-
 
     def _list_json(self, resource: str, options: dict[str, str], argv: list[str]) -> str:
         if options.get("output") != "json":
@@ -152,3 +162,56 @@ def _field(obj: dict[str, Any], path: str) -> str:
             return "<none>"
         value = value[key]
     return str(value)
+
+
+# ---- `sh -c`: the real shell, with this stand-in as its kubectl ------------------------------
+
+SHIM = """#!{python}
+import sys
+sys.path.insert(0, {root!r})
+from tests.tiltfile.fake_kubectl import shim_main
+sys.exit(shim_main({state!r}))
+"""
+
+
+def _run_in_shell(cluster: FakeCluster, argv: list[str]) -> str:
+    """Run `sh -c SCRIPT NAME ARGS...` in /bin/sh with a `kubectl` that is this cluster; the
+    commands it ran are recorded as if run directly. Non-zero exit: KubectlFailed (stderr)."""
+    with tempfile.TemporaryDirectory(prefix="fake-kubectl-") as tmp:
+        state = Path(tmp) / "cluster.json"
+        state.write_text(json.dumps({**asdict(cluster), "commands": []}), encoding="utf-8")
+        shim = Path(tmp) / "kubectl"
+        shim.write_text(SHIM.format(python=sys.executable, root=str(ROOT), state=str(state)))
+        shim.chmod(0o755)
+        path = f"{tmp}{os.pathsep}{os.environ.get('PATH', '')}" if cluster.kubectl_installed else tmp
+        if not cluster.kubectl_installed or cluster.real_kubeconfig:
+            shim.unlink()
+        env = {**os.environ, "PATH": path}
+        if cluster.real_kubeconfig:
+            env["KUBECONFIG"] = cluster.real_kubeconfig
+        result = subprocess.run([SHELL, *argv[1:]], capture_output=True, text=True, env=env,
+                                stdin=subprocess.DEVNULL, timeout=60, check=False)
+        cluster.commands += json.loads(state.read_text(encoding="utf-8"))["commands"]
+    if result.returncode != 0:
+        raise KubectlFailed(result.stderr.strip())
+    return result.stdout
+
+
+
+def shim_main(state_path: str) -> int:
+    """The `kubectl` executable a shell finds: answers from the cluster saved at state_path, as
+    kubectl would (stdout, stderr, exit 1), and records the command there."""
+    state = Path(state_path)
+    saved = json.loads(state.read_text(encoding="utf-8"))
+    cluster = FakeCluster(**saved)
+    code = 0
+    try:
+        sys.stdout.write(cluster.run(["kubectl", *sys.argv[1:]]))
+    except KubectlFailed as failed:
+        sys.stderr.write(f"{failed}\n")
+        code = 1
+    except UnknownCommand as unknown:
+        sys.stderr.write(f"fake kubectl: {unknown}\n")
+        code = 2
+    state.write_text(json.dumps(asdict(cluster)), encoding="utf-8")
+    return code

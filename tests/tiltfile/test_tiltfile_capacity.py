@@ -118,7 +118,7 @@ def test_the_capacity_queries_are_read_only_gets_of_tilts_context():
     cluster = FakeCluster(context="k3d-dev")
     TiltEnvironment(TILTFILE, context="k3d-dev", args=["--overlay=dev"], cluster=cluster).run()
     for argv in cluster.commands:
-        kubectl = argv[3:]
+        kubectl = argv  # the shell ran this kubectl (fake_kubectl records the inner command)
         assert kubectl[:4] == ["kubectl", "--context", "k3d-dev", "get"], argv
         assert kubectl[4] in ("nodes", "pods") and kubectl[-3:-1] == ["-o", "json"]
 

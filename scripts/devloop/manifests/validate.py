@@ -2,7 +2,8 @@
 
 Built-in kinds are checked with kubernetes-validate in strict mode (unknown fields are errors, as
 a real API server with field validation treats them); custom resources are checked against the
-openAPIV3Schema of their CRD in kustomize/crds/. Prints the time each overlay took.
+openAPIV3Schema of their CRD in kustomize/crds/, its CEL rules included (cel.py). Prints the time
+each overlay took.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import yaml
 
 from devloop.common.errors import DevloopError
-from devloop.manifests import kustomize
+from devloop.manifests import cel, kustomize
 
 # The oldest Kubernetes minor the local clusters we support still ship (Docker Desktop, kind,
 # k3d, minikube as of 2026); an object valid here is valid on newer ones.
@@ -36,9 +37,10 @@ class OverlayReport:
 
 
 def load_crd_schemas(crd_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> JSON schema, for every served version of every CRD in crd_dir."""
+    """(apiVersion, kind) -> JSON schema, for every served version of every CRD in crd_dir and
+    its folders (one per upstream release: gateway-api-v1.6.1/, ...)."""
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(crd_dir.glob("*.yaml")):
+    for path in sorted(crd_dir.rglob("*.yaml")):
         for crd in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
                 continue
@@ -90,6 +92,7 @@ def validate_objects(
         try:
             if crd_schema is not None:
                 jsonschema.validate(obj, crd_schema)
+                errors += [f"{where}: {problem}" for problem in cel.object_violations(crd_schema, obj)]
             else:
                 kubernetes_validate.validate(obj, kubernetes_version, strict=True)
         except kubernetes_validate.SchemaNotFoundError:

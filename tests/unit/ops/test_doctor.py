@@ -21,6 +21,9 @@ from devloop.ops.doctor import facts as doctor_facts
 
 ROOT = Path(__file__).resolve().parents[3]
 GIB = 1024**3
+EG = doctor_facts.GatewayClass("eg", "gateway.envoyproxy.io/gatewayclass-controller", True)
+NGINX_INGRESS = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                 "metadata": {"name": "llm"}, "spec": {"ingressClassName": "nginx"}}
 
 
 def kind_node(cpu: str = "4", memory: str = "16Gi", arch: str = "amd64", kubelet: str = "v1.32.2"):
@@ -29,14 +32,17 @@ def kind_node(cpu: str = "4", memory: str = "16Gi", arch: str = "amd64", kubelet
 
 
 def healthy(rendered, overlay: str = "dev", **changes) -> doctor_facts.Facts:
-    """A kind cluster with room for the overlay, Calico, ingress-nginx, the PVC bound, Tilt."""
+    """A kind cluster with room for the overlay, Calico, ingress-nginx, Envoy Gateway, the PVC
+    bound, Tilt."""
     facts = doctor_facts.Facts(
         overlay=overlay, host_arch="amd64", kubectl="/usr/local/bin/kubectl",
         kubectl_version="v1.32.2", context="kind-dev", reachable=True,
         nodes=(kind_node(cpu="16", memory="64Gi"),), ingress_classes=("nginx",),
         daemonsets=(doctor_facts.DaemonSet("kube-system", "calico-node", ("calico/node:v3.29.1",)),),
         storage_classes=(("standard", True),), pvc_phase="Bound",
-        crds=("monitoring.coreos.com/ServiceMonitor", "monitoring.coreos.com/PodMonitor"),
+        crds=("monitoring.coreos.com/ServiceMonitor", "monitoring.coreos.com/PodMonitor",
+              *checks.GATEWAY_API_KINDS),
+        gateway_classes=(EG,),
         image="localhost:5001/vllm-devloop:tilt-5c3b1f2d9a0e", image_arch="amd64",
         image_tools=("docker",), tilt_version="v0.33.21, built 2024-11-05",
         storage_provisioners=(("standard", "rancher.io/local-path"),), volumes=(),
@@ -261,13 +267,17 @@ def test_minimum_tilt_version_is_the_tiltfiles():
 
 def test_ingress_is_needed_only_by_overlays_with_an_ingress(rendered):
     assert healthy(rendered, "dev").ingress_classes_needed == ()
-    assert healthy(rendered, "optimized").ingress_classes_needed == ("nginx",)
+    assert healthy(rendered, "optimized").ingress_classes_needed == ()  # it has an HTTPRoute
+    with_ingress = doctor.overlay_facts(rendered["optimized"] + [NGINX_INGRESS])
+    assert with_ingress["ingress_classes_needed"] == ("nginx",)
     assert result(healthy(rendered, "dev", ingress_classes=()), "ingress").status == "pass"
 
 
-def test_optimized_without_an_nginx_ingress_class_warns_that_it_routes_nothing(rendered):
-    res = result(healthy(rendered, "optimized", ingress_classes=("traefik",)), "ingress")
-    assert res.status == "warn" and "traefik" in res.summary and "ingress-nginx" in res.fix
+def test_an_ingress_whose_class_is_missing_warns_that_it_routes_nothing(rendered):
+    facts = healthy(rendered, "optimized", ingress_classes=("traefik",))
+    facts = replace(facts, **doctor.overlay_facts(rendered["optimized"] + [NGINX_INGRESS]))
+    res = result(facts, "ingress")
+    assert res.status == "warn" and "traefik" in res.summary and res.fix
     assert "applies but routes nothing" in res.summary
 
 
@@ -347,7 +357,8 @@ def test_json_report_carries_every_check(tmp_path):
     assert report["namespace"] == "vllm-optimized"
     statuses = {check["name"]: check["status"] for check in report["checks"]}
     assert list(statuses) == ["kubectl", "context", "cluster", "resources", "architecture", "tilt",
-                              "ingress", "crds", "networkpolicy", "model-cache", "metrics-server"]
+                              "ingress", "crds", "gateway-api", "networkpolicy", "model-cache",
+                              "metrics-server"]
     assert statuses["kubectl"] == "pass" and statuses["context"] == "fail"
     assert statuses["tilt"] == "warn"
 

@@ -115,9 +115,11 @@ def test_a_cluster_without_the_prometheus_operator_crds_warns_with_the_install_c
     res = result(healthy(rendered, "optimized", crds=()), "crds")
     assert res.status == "warn"
     assert res.summary == (
-        "the cluster has no CRD for monitoring.coreos.com/ServiceMonitor: `kubectl apply` rejects "
-        "ServiceMonitor/llm-engine, ServiceMonitor/llm-gateway (the rest applies) and `tilt up` "
-        "leaves them out")
+        "the cluster has no CRD for gateway.networking.k8s.io/Gateway, "
+        "gateway.networking.k8s.io/HTTPRoute, monitoring.coreos.com/ServiceMonitor: `kubectl "
+        "apply` rejects Gateway/llm, HTTPRoute/llm, ServiceMonitor/llm-engine, "
+        "ServiceMonitor/llm-gateway (the rest applies) and `tilt up` leaves them out")
+    assert "releases/download/v1.6.1/standard-install.yaml" in res.fix
     assert "kube-prometheus-stack" in res.fix
     assert "`kubectl apply --server-side -f kustomize/crds/`" in res.fix
     assert (ROOT / "kustomize/crds").is_dir()

@@ -49,7 +49,24 @@ CRD_INSTALL_HINTS = {
     "monitoring.coreos.com": "install the prometheus-operator (kube-prometheus-stack) for "
     "metrics, or only its CRD so the objects apply: "
     "`kubectl apply --server-side -f kustomize/crds/`",
+    "gateway.networking.k8s.io": "install a Gateway API implementation, which brings these "
+    "CRDs (docs/gateway-api.md sets up Envoy Gateway on kind), or only the standard-channel CRDs: "
+    "`kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/"
+    "download/v1.6.1/standard-install.yaml`",
+    "inference.networking.k8s.io": "install the Gateway API Inference Extension's CRDs "
+    "(`kubectl apply -f https://github.com/kubernetes-sigs/gateway-api-inference-extension/"
+    "releases/download/v1.6.0/v1-manifests.yaml`) and a Gateway that implements it "
+    "(docs/gateway-api.md)",
 }
+GATEWAY_API_KINDS = ("gateway.networking.k8s.io/GatewayClass", "gateway.networking.k8s.io/Gateway",
+                     "gateway.networking.k8s.io/HTTPRoute")
+# Envoy Gateway on kind, as docs/gateway-api.md walks through it (the version its install page
+# gave when this was written), with the GatewayClass the gateway-api/gateway component names.
+GATEWAY_CLASS_FIX = (
+    "install a Gateway API implementation and its GatewayClass, e.g. Envoy Gateway: `helm install "
+    "eg oci://docker.io/envoyproxy/gateway-helm --version v1.8.2 -n envoy-gateway-system "
+    "--create-namespace`, then the GatewayClass `eg` (docs/gateway-api.md, step 2); another "
+    "implementation: patch the Gateway's gatewayClassName to its class (`kubectl get gatewayclasses`)")
 
 
 def is_local_context(context: str) -> bool:
@@ -281,6 +298,42 @@ def check_metrics_server(facts: Facts) -> CheckResult:
         "k3s/k3d ship it)")
 
 
+def check_gateway_api(facts: Facts) -> CheckResult:
+    """The overlay's HTTPRoute is served only when a controller has accepted the GatewayClass its
+    Gateway names (or, with a shared Gateway, some class): the CRDs alone route nothing."""
+    name = "gateway-api"
+    if not (facts.http_routes or facts.gateway_classes_needed):
+        return CheckResult(name, PASS, f"overlay {facts.overlay} has no HTTPRoute or Gateway")
+    if facts.crds is None:
+        return CheckResult(name, SKIP, "needs a reachable cluster")
+    if not all(kind in facts.crds for kind in GATEWAY_API_KINDS) or facts.gateway_classes is None:
+        return CheckResult(name, SKIP, "needs the Gateway API CRDs (see the crds check)")
+    known = {c.name: c for c in facts.gateway_classes}
+    if not facts.gateway_classes_needed:  # the route attaches to a shared Gateway
+        accepted = [c.name for c in facts.gateway_classes if c.accepted]
+        if not accepted:
+            return CheckResult(name, WARN, "no GatewayClass is Accepted (the cluster has: "
+                               f"{', '.join(known) or 'none'}): no Gateway serves the HTTPRoute",
+                               GATEWAY_CLASS_FIX)
+        return CheckResult(name, PASS, f"GatewayClass {', '.join(accepted)} accepted; the "
+                           "HTTPRoute attaches to a Gateway outside the overlay")
+    for wanted in facts.gateway_classes_needed:
+        if wanted not in known:
+            return CheckResult(
+                name, WARN, f"no GatewayClass {wanted} in the cluster (it has: "
+                f"{', '.join(known) or 'none'}): the Gateway is never programmed and the "
+                "HTTPRoute serves nothing (port-forwards still work)", GATEWAY_CLASS_FIX)
+        if not known[wanted].accepted:
+            why = f": {known[wanted].message}" if known[wanted].message else ""
+            return CheckResult(
+                name, WARN, f"GatewayClass {wanted} ({known[wanted].controller}) is not "
+                f"Accepted{why}: no controller serves it",
+                f"`kubectl describe gatewayclass {wanted}`; is its controller running? "
+                + GATEWAY_CLASS_FIX)
+    return CheckResult(name, PASS, f"GatewayClass {', '.join(facts.gateway_classes_needed)} "
+                       "accepted by its controller")
+
+
 def network_policy_enforcer(facts: Facts) -> tuple[bool | None, str]:
     """(enforces?, what was found). None: cannot tell."""
     for daemonset in facts.daemonsets or ():
@@ -321,8 +374,8 @@ def check_network_policy(facts: Facts) -> CheckResult:
 
 CHECKS: tuple[Callable[[Facts], CheckResult], ...] = (
     check_kubectl, check_context, check_reachable, check_resources, check_architecture,
-    check_tilt, check_ingress, check_crds, check_network_policy, check_model_cache,
-    check_metrics_server,
+    check_tilt, check_ingress, check_crds, check_gateway_api, check_network_policy,
+    check_model_cache, check_metrics_server,
 )
 
 

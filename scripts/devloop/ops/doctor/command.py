@@ -72,6 +72,7 @@ def overlay_facts(objects: list[dict[str, Any]]) -> dict[str, Any]:
         "pvc_request_bytes": doctor_facts.parse_memory_bytes(
             pvcs[0]["spec"].get("resources", {}).get("requests", {}).get("storage", 0)) if pvcs else 0,
         "has_hpa": any(obj.get("kind") == "HorizontalPodAutoscaler" for obj in objects),
+        **doctor_facts.gateway_api_needs(objects),
     }
 
 
@@ -155,6 +156,7 @@ def _gather_cluster(facts: doctor_facts.Facts, kubectl: str, env: Mapping[str, s
         daemonsets=None if daemonsets is None else doctor_facts.parse_daemonsets(daemonsets),
         storage_classes=None if storage is None else doctor_facts.parse_storage_classes(storage),
         pvc_phase=None if pvc is None else pvc.get("status", {}).get("phase", ""),
+        gateway_classes=_gateway_classes(kubectl, facts, env),
     )
 
 
@@ -176,6 +178,16 @@ def _gather_metrics_api(facts: doctor_facts.Facts, kubectl: str, env: Mapping[st
     service = _kubectl_json(kubectl, ["get", "apiservices", doctor_facts.METRICS_API_SERVICE,
                                       "--ignore-not-found"], env)
     return {"metrics_api": None if service is None else doctor_facts.parse_api_service(service)}
+
+
+def _gateway_classes(kubectl: str, facts: doctor_facts.Facts, env: Mapping[str, str]
+                     ) -> tuple[doctor_facts.GatewayClass, ...] | None:
+    """The cluster's GatewayClasses, asked only when the overlay routes through the Gateway API
+    (None: not asked, or no answer, as on a cluster without the Gateway API's CRDs)."""
+    if not (facts.http_routes or facts.gateway_classes_needed):
+        return None
+    classes = _kubectl_json(kubectl, ["get", "gatewayclasses.gateway.networking.k8s.io"], env)
+    return None if classes is None else doctor_facts.parse_gateway_classes(classes)
 
 
 def _tilt_version(env: Mapping[str, str]) -> str | None:
@@ -222,7 +234,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         help="check that kubectl, the cluster, Docker and Tilt are ready for an overlay",
         description="Check this machine and its local cluster for the dev loop: kubectl and a "
         "local context, cluster reachable, enough memory and CPUs for the overlay, the "
-        "architecture of the newest image Tilt built, Tilt, ingress controller, the CRDs of the "
+        "architecture of the newest image Tilt built, Tilt, ingress controller, the Gateway API "
+        "(an accepted GatewayClass), the CRDs of the "
         "overlay's custom kinds, NetworkPolicy enforcement, model-cache PVC. "
         "Exit 0 when nothing failed (warnings allowed), 1 when a check failed.",
     )

@@ -68,6 +68,14 @@ class Resources:
     memory_limit_bytes: int = 0
 
 
+@dataclass(frozen=True)
+class GatewayClass:
+    name: str
+    controller: str             # spec.controllerName: which implementation serves it
+    accepted: bool              # its Accepted condition is True: the controller took it
+    message: str = ""           # that condition's message when it is not
+
+
 @dataclass
 class Facts:
     """Everything the checks look at. None means "could not be found out" (not "absent")."""
@@ -101,6 +109,9 @@ class Facts:
     metrics_api: tuple[bool, str] | None = None
     custom_objects: tuple[tuple[str, str], ...] = ()  # (group/Kind, Kind/name) needing a CRD
     crds: tuple[str, ...] | None = None      # group/Kind of the cluster's CRDs; None: not asked
+    gateway_classes_needed: tuple[str, ...] = ()  # gatewayClassName of the overlay's Gateways
+    http_routes: tuple[str, ...] = ()        # the overlay's HTTPRoutes, which need a Gateway
+    gateway_classes: tuple[GatewayClass, ...] | None = None  # the cluster's; None: not asked
     smaller_overlays: tuple[str, ...] = ()   # overlays requesting less CPU and memory than this
     image_repository: str = IMAGE_REPOSITORY  # looked for under any registry, with any tag
     image: str | None = None                 # the newest image of it found (repository:tag)
@@ -284,6 +295,34 @@ def custom_objects(objects: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]
         group = api_version.split("/")[0] if "/" in api_version else ""
         if group not in BUILTIN_API_GROUPS:
             found.append((f"{group}/{obj['kind']}", f"{obj['kind']}/{obj['metadata']['name']}"))
+    return tuple(found)
+
+
+def gateway_api_needs(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the overlay asks of a Gateway API implementation (Facts fields): the GatewayClasses
+    its own Gateways name, and its HTTPRoutes (which need some accepted class to be served)."""
+    return {
+        "gateway_classes_needed": tuple(sorted({
+            obj["spec"]["gatewayClassName"] for obj in objects
+            if obj.get("kind") == "Gateway" and _group(obj) == "gateway.networking.k8s.io"})),
+        "http_routes": tuple(obj["metadata"]["name"] for obj in objects
+                             if obj.get("kind") == "HTTPRoute"),
+    }
+
+
+def _group(obj: dict[str, Any]) -> str:
+    api_version = obj.get("apiVersion", "")
+    return api_version.split("/")[0] if "/" in api_version else ""
+
+
+def parse_gateway_classes(classes_json: dict[str, Any]) -> tuple[GatewayClass, ...]:
+    """`kubectl get gatewayclasses -o json`: each class with its Accepted condition."""
+    found = []
+    for item in classes_json.get("items", []):
+        accepted = next((c for c in item.get("status", {}).get("conditions", [])
+                         if c.get("type") == "Accepted"), {})
+        found.append(GatewayClass(item["metadata"]["name"], item["spec"].get("controllerName", ""),
+                                  accepted.get("status") == "True", accepted.get("message", "")))
     return tuple(found)
 
 
