@@ -12,7 +12,9 @@
 #   are capped at the limits this process actually has.
 set -euo pipefail
 
-PACKAGES=(podman buildah debootstrap runc uidmap fuse-overlayfs slirp4netns netavark aardvark-dns)
+# iptables: netavark sets up the bridge network of build steps and containers with it, and fails
+# with "netavark: No such file or directory" on a machine that lacks it.
+PACKAGES=(podman buildah debootstrap runc uidmap fuse-overlayfs slirp4netns netavark aardvark-dns iptables)
 CONF=/etc/containers/containers.conf.d/50-devloop-ci.conf
 
 missing=()
