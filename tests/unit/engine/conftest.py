@@ -1,9 +1,7 @@
-"""Fixtures of the engine's unit tests: `env` (engine.env's settings) and `busy_port`."""
+"""The `env` fixture of the entrypoint's and the settings' unit tests: engine.env's settings."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +24,3 @@ def env(tmp_path: Path) -> dict[str, str]:
         "VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"),
         "EXTRA_ARGS": "",
     }
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    """A port something really listens on (127.0.0.1), as a server left running on 8000 does."""
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        yield busy.getsockname()[1]

@@ -4,21 +4,10 @@ busy port never hides the real mistake, and every mistake is one line with exit 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    """A port something really listens on, as a gateway left running on 8080 does."""
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        yield busy.getsockname()[1]
 
 
 def _gateway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
