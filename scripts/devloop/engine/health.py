@@ -193,7 +193,9 @@ class Progress:
         self._last_text = ""
         self._last_time = 0.0
 
-    def update(self, elapsed: float, what: str) -> None:
+    def update(self, elapsed: float, what: str, waiting_for: str | None = None) -> None:
+        """Show `what` (the line's text); `waiting_for` (the failing check) goes in the JSON
+        record's field of that name, `what` when not given."""
         text = f"[{elapsed:5.0f} s] {what}"
         if self.tty:
             self.stream.write("\r\033[K" + text[:150])
@@ -201,7 +203,8 @@ class Progress:
             return
         now = time.monotonic()
         if what != self._last_text or now - self._last_time >= self.every:
-            self._line(text, logging.INFO, elapsed_s=round(elapsed, 1), waiting_for=what)
+            self._line(text, logging.INFO, elapsed_s=round(elapsed, 1),
+                       waiting_for=waiting_for or what)
             self._last_text, self._last_time = what, now
 
     def done(self, text: str, ok: bool = True) -> None:
@@ -228,8 +231,10 @@ def progress_text(report: HealthReport, starting: str | None = None) -> str:
     if report.status == UNREACHABLE:
         if starting:
             return f"starting: {starting}; the API port opens when the model is loaded"
-        return (f"nothing answers at {report.url} yet ({report.waiting_for.split(': ', 1)[-1]}):"
-                " a server still loading its model looks like this")
+        detail = next((check.detail for check in report.checks if not check.ok), "")
+        reason = detail.removeprefix("cannot connect (").removesuffix(")") or detail
+        return (f"nothing answers at {report.url} yet ({reason}): a server still loading its "
+                "model looks like this")
     return f"waiting for {report.waiting_for}"
 
 
@@ -264,7 +269,8 @@ def wait_until_ready(
                 progress.done(f"[{elapsed:5.0f} s] {why}; last: {report.waiting_for}", ok=False)
             return report
         if progress:
-            progress.update(elapsed, progress_text(report, starting() if starting else None))
+            progress.update(elapsed, progress_text(report, starting() if starting else None),
+                            report.waiting_for)
         time.sleep(min(interval, max(0.0, timeout - elapsed)))
 
 
