@@ -128,6 +128,9 @@ def test_a_bf16_completion_is_served_on_an_amx_cpu(tmp_path):
         assert "AMX refused" not in server.text() + server.server_log()
     assert server.process.returncode == 0
     assert port_is_free("127.0.0.1", server.port)
+    # Ctrl-C (SIGINT, sent by `serving`) is said as what happens, then that it is done.
+    assert "stopping the server: vLLM finishes the requests in flight" in server.text()
+    assert "server stopped (exit code 0)" in server.text()
 
 
 def test_serve_names_the_signal_that_killed_the_engine_and_the_fix(tmp_path):
