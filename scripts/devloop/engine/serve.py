@@ -230,6 +230,11 @@ def run(args: argparse.Namespace) -> int:
     # Every argument and setting first (overlay name, --set keys and values, then the port):
     # each mistake is named as itself, with exit code 2, before anything starts.
     overrides = _parse_overrides(args.overrides)
+    for key, flag in (("PORT", "--port"), ("HOST", "--host")):
+        if key in overrides:
+            # serve checks, polls and prints the address of its flags: a --set would move the
+            # server away from where serve looks for it.
+            raise UsageError(f"--set {key}: pass {flag} instead (serve listens where {flag} says)")
     cache_dir = args.cache_dir or default_cache_dir()
     settings = local_environment(
         args.overlay, model=args.model, port=args.port, host=args.host,

@@ -67,6 +67,7 @@ def test_a_busy_port_is_refused_before_anything_starts(busy_port):
     (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:8000"),
     (["--overlay", "nope"], "unknown overlay 'nope'"),
     (["--port", "0"], "give a port from 1 to 65535"),
+    (["--set", "PORT=9000"], "--set PORT: pass --port instead"),
 ])
 def test_bad_arguments_are_usage_errors(args, message):
     if "--port" not in args:
