@@ -1,4 +1,4 @@
-"""Session fixtures every test level shares: one real vLLM CPU server per test run.
+"""Fixtures every test level shares: one real vLLM CPU server per test run, and `busy_port`.
 
 The server is what the dev overlay's pod runs (`devloop entrypoint` with the overlay's rendered
 ConfigMap), with the model replaced by the offline `tiny` one, eager mode and a 1 GiB KV cache.
@@ -14,7 +14,9 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -147,3 +149,13 @@ def vllm_base_url(vllm_server: VllmServer) -> str:
 def vllm_served_model(vllm_server: VllmServer) -> str:
     """The model name clients put in requests to the shared server."""
     return vllm_server.served_model
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port something really listens on (127.0.0.1), as a server left running on 8000 does:
+    a start that checks the port first must still name the real mistake."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        yield busy.getsockname()[1]

@@ -207,6 +207,10 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
                 upstream_url,
                 "--redis-url",
                 redis_url,
+                # No drain window at teardown (the default 5 s made each test 5 s longer);
+                # a test of the drain gives its own, which wins (argparse: the last one).
+                "--drain-seconds",
+                "0",
                 *flags,
             ],
             stdout=log_path.open("wb"),

@@ -1,4 +1,4 @@
-"""The README's Troubleshooting section stays true: every `devloop` command in it parses with the
+"""The troubleshooting page (docs/troubleshooting.md, once the README's section) stays true: every `devloop` command in it parses with the
 real CLI, and every `kubectl` command is one the real kubectl accepts (subcommand and flags, via
 `--help`) naming namespaces, objects, containers, labels and ports that the rendered overlays have.
 """
@@ -18,7 +18,7 @@ from devloop.cli import build_parser
 from devloop.manifests import kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+PAGE = ROOT / "docs" / "troubleshooting.md"
 
 # The symptoms the guide this project grew from spends its troubleshooting on.
 SYMPTOMS = {
@@ -49,13 +49,14 @@ FLAGS_WITH_VALUE = {"-n", "--namespace", "-c", "--container", "-l", "--selector"
 
 
 def section() -> str:
-    match = re.search(r"^## Troubleshooting\n(.*?)(?=^## |\Z)", README, re.MULTILINE | re.DOTALL)
-    assert match, "README.md has no ## Troubleshooting section"
-    return match.group(1)
+    """The page, from its title on (the entries are its ## sections)."""
+    text = PAGE.read_text(encoding="utf-8")
+    assert text.startswith("# Troubleshooting\n"), f"{PAGE} is not the troubleshooting page"
+    return text
 
 
 def entries() -> dict[str, str]:
-    parts = re.split(r"^### (.+)\n", section(), flags=re.MULTILINE)
+    parts = re.split(r"^## (.+)\n", section(), flags=re.MULTILINE)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
@@ -199,7 +200,7 @@ def test_every_symptom_has_an_entry_with_commands_and_a_fix():
     found = entries()
     for symptom, heading in SYMPTOMS.items():
         matching = [title for title in found if re.search(heading, title)]
-        assert matching, f"no Troubleshooting entry for {symptom}"
+        assert matching, f"no entry in {PAGE.name} for {symptom}"
         body = found[matching[0]]
         assert "```bash" in body, f"{matching[0]}: no command that shows it"
         assert "Fix:" in body, f"{matching[0]}: no fix"

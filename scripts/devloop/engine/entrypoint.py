@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from devloop.common import logs
+from devloop.common.ports import check_port
 from devloop.engine import amx
 from devloop.engine.settings import GIB, TINY_MODEL, EngineConfig, Limits, load_config
 
@@ -36,6 +37,8 @@ def resolve_model(config: EngineConfig) -> EngineConfig:
         return config
     from devloop.engine import tinymodel
 
+    log.info("model %s: generating the offline random-weight model (unless it is cached)",
+             TINY_MODEL)
     path = tinymodel.ensure_model("tiny", cache_dir=Path(config.hf_home) / tinymodel.CACHE_SUBDIR)
     return replace(config, model=str(path))
 
@@ -158,7 +161,13 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     log_format = logs.configure_logging()
     limits = Limits.of_this_process()
-    config = fall_back_from_amx(load_config(os.environ, limits), amx.request_permission())
+    config = load_config(os.environ, limits)
+    if not args.dry_run:
+        # Before the model is generated and vLLM spends seconds importing: a taken port is a
+        # settings mistake too (exit 2), named as such instead of a vLLM traceback.
+        check_port(config.host, config.port, "set HOST to an address of this machine",
+                   "stop the other server or set PORT")
+    config = fall_back_from_amx(config, amx.request_permission())
     started = time.monotonic()
     config = resolve_model(config)
     if config.model != config.model_source:

@@ -17,11 +17,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 from devloop.common import logs
 from devloop.common.errors import UsageError
-from devloop.engine import crash
+from devloop.engine import crash, phases
 
 log = logging.getLogger("devloop.health")
 
@@ -192,15 +193,18 @@ class Progress:
         self._last_text = ""
         self._last_time = 0.0
 
-    def update(self, elapsed: float, what: str) -> None:
-        text = f"[{elapsed:5.0f} s] waiting for {what}"
+    def update(self, elapsed: float, what: str, waiting_for: str | None = None) -> None:
+        """Show `what` (the line's text); `waiting_for` (the failing check) goes in the JSON
+        record's field of that name, `what` when not given."""
+        text = f"[{elapsed:5.0f} s] {what}"
         if self.tty:
             self.stream.write("\r\033[K" + text[:150])
             self.stream.flush()
             return
         now = time.monotonic()
         if what != self._last_text or now - self._last_time >= self.every:
-            self._line(text, logging.INFO, elapsed_s=round(elapsed, 1), waiting_for=what)
+            self._line(text, logging.INFO, elapsed_s=round(elapsed, 1),
+                       waiting_for=waiting_for or what)
             self._last_text, self._last_time = what, now
 
     def done(self, text: str, ok: bool = True) -> None:
@@ -219,6 +223,21 @@ class Progress:
         self.stream.flush()
 
 
+def progress_text(report: HealthReport, starting: str | None = None) -> str:
+    """What the progress line says while not ready. Before the server listens, "connection
+    refused" is what every vLLM start looks like (its port opens last), so it is said as such,
+    with `starting` (what the caller knows of the start: the process, the phase from its log)
+    when there is any."""
+    if report.status == UNREACHABLE:
+        if starting:
+            return f"starting: {starting}; the API port opens when the model is loaded"
+        detail = next((check.detail for check in report.checks if not check.ok), "")
+        reason = detail.removeprefix("cannot connect (").removesuffix(")") or detail
+        return (f"nothing answers at {report.url} yet ({reason}): a server still loading its "
+                "model looks like this")
+    return f"waiting for {report.waiting_for}"
+
+
 def wait_until_ready(
     url: str,
     timeout: float,
@@ -227,9 +246,11 @@ def wait_until_ready(
     interval: float = 1.0,
     progress: Progress | None = None,
     give_up: Callable[[], str | None] | None = None,
+    starting: Callable[[], str | None] | None = None,
 ) -> HealthReport:
     """Poll `check` until ready or `timeout` seconds. Stops early when the engine died, or when
-    `give_up` returns a reason (the local server process exited, say)."""
+    `give_up` returns a reason (the local server process exited, say). `starting` says what is
+    known of a server that does not listen yet (progress_text)."""
     started = time.monotonic()
     while True:
         report = check(url, api_key=api_key, model=model, timeout=min(10.0, max(timeout, 1.0)))
@@ -248,7 +269,8 @@ def wait_until_ready(
                 progress.done(f"[{elapsed:5.0f} s] {why}; last: {report.waiting_for}", ok=False)
             return report
         if progress:
-            progress.update(elapsed, report.waiting_for)
+            progress.update(elapsed, progress_text(report, starting() if starting else None),
+                            report.waiting_for)
         time.sleep(min(interval, max(0.0, timeout - elapsed)))
 
 
@@ -284,7 +306,20 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
                         help="bearer token, if the server requires one (default: $VLLM_API_KEY)")
     parser.add_argument("--json", action="store_true",
                         help="print the report as one JSON object on stdout")
+    parser.add_argument("--log", type=Path, metavar="FILE",
+                        help="with --wait: the server's log (devloop serve's, or `kubectl logs "
+                        "-f deploy/llm-engine -c vllm > FILE`), to show the start-up phase "
+                        "while the port is still closed")
     parser.set_defaults(handler=run)
+
+
+def _log_phase(path: Path) -> Callable[[], str | None]:
+    """The start-up phase from a log file, or what is missing (the file, a phase line)."""
+    def describe() -> str:
+        if not path.exists():
+            return f"no log at {path} yet"
+        return phases.phase_of_file(path) or f"nothing in {path} says a phase yet"
+    return describe
 
 
 def run(args: argparse.Namespace) -> int:
@@ -292,10 +327,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--timeout and --interval must be positive")
     logs.configure_logging()
     url = normalize_url(args.url)
+    if args.log is not None and not args.wait:
+        raise UsageError("--log is read while waiting: pass --wait with it")
     if args.wait:
         report = wait_until_ready(
             url, args.timeout, api_key=args.api_key, model=args.model,
             interval=args.interval, progress=Progress(),
+            starting=_log_phase(args.log) if args.log is not None else None,
         )
     else:
         report = check(url, api_key=args.api_key, model=args.model, timeout=min(args.timeout, 10))

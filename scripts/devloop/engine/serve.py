@@ -9,11 +9,9 @@ move under a local cache directory, and the server listens on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -21,7 +19,8 @@ from pathlib import Path
 
 from devloop.common import logs
 from devloop.common.errors import DevloopError, UsageError
-from devloop.engine import crash, health
+from devloop.common.ports import check_port
+from devloop.engine import crash, health, phases
 from devloop.engine import settings as engine_settings
 from devloop.manifests import kustomize
 
@@ -30,6 +29,8 @@ log = logging.getLogger("devloop.serve")
 ENGINE_CONFIGMAP = "llm-engine-config"
 POD_MODEL_VOLUME = "/models"
 CACHE_DIR_ENV = "DEVLOOP_CACHE_DIR"
+# Ctrl-C: how long vLLM may finish its requests in flight before it is killed.
+STOP_GRACE_SECONDS = 30.0
 
 
 def default_cache_dir() -> Path:
@@ -74,22 +75,6 @@ def local_environment(
         if value == POD_MODEL_VOLUME or value.startswith(POD_MODEL_VOLUME + "/"):
             settings[key] = str(local_cache / value[len(POD_MODEL_VOLUME):].lstrip("/"))
     return settings
-
-
-def bind_error(host: str, port: int) -> OSError | None:
-    """Why a server could not listen on host:port (in use, not an address of this machine), or
-    None when it could."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            return error
-    return None
-
-
-def port_is_free(host: str, port: int) -> bool:
-    return bind_error(host, port) is None
 
 
 def _libc_prctl() -> Callable[..., int] | None:
@@ -223,23 +208,43 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def check_settings(settings: Mapping[str, str]) -> None:
+    """Raise the entrypoint's own ConfigError (exit 2) for any setting it would reject, here,
+    before the port check and the server start: a bad value fails at once, not a second after
+    "serving ..." with the server's exit code."""
+    environment = {**os.environ, **settings}  # what the entrypoint will read
+    engine_settings.load_config(environment, engine_settings.Limits.of_this_process())
+
+
+def _starting(process: subprocess.Popen, log_path: Path) -> Callable[[], str]:
+    """What the progress line says before the port opens: the process is alive, and the phase
+    its log names (devloop.engine.phases)."""
+    def describe() -> str:
+        phase = phases.phase_of_file(log_path) or "no phase logged yet"
+        return f"server process {process.pid} running, {phase}"
+    return describe
+
+
 def run(args: argparse.Namespace) -> int:
     logs.configure_logging()
-    if not 1 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port}: give a port from 1 to 65535")
-    error = bind_error(args.host, args.port)
-    if isinstance(error, socket.gaierror) or (error and error.errno != errno.EADDRINUSE):
-        raise UsageError(f"cannot listen on {args.host}:{args.port} ({error.strerror}): "
-                         "pass --host with an address of this machine (default 127.0.0.1)")
-    if error:
-        raise UsageError(
-            f"port {args.port} on {args.host} is in use (another server?): stop it or pass --port"
-        )
+    # Every argument and setting first (overlay name, --set keys and values, then the port):
+    # each mistake is named as itself, with exit code 2, before anything starts.
+    overrides = _parse_overrides(args.overrides)
+    for key, flag in (("PORT", "--port"), ("HOST", "--host")):
+        if key in overrides:
+            # serve checks, polls and prints the address of its flags: a --set would move the
+            # server away from where serve looks for it.
+            raise UsageError(f"--set {key}: pass {flag} instead (serve listens where {flag} says)")
     cache_dir = args.cache_dir or default_cache_dir()
     settings = local_environment(
         args.overlay, model=args.model, port=args.port, host=args.host,
-        overrides=_parse_overrides(args.overrides), cache_dir=cache_dir,
+        overrides=overrides, cache_dir=cache_dir,
     )
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: give a port from 1 to 65535")
+    check_settings(settings)
+    check_port(args.host, args.port, "pass --host with an address of this machine (default "
+               "127.0.0.1)", "stop it or pass --port")
     log_path = cache_dir / "logs" / f"serve-{args.overlay}-{args.port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text("")
@@ -257,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
 
         report = health.wait_until_ready(
             url, args.timeout, api_key=settings.get("VLLM_API_KEY") or None,
-            progress=health.Progress(), give_up=exited,
+            progress=health.Progress(), give_up=exited, starting=_starting(process, log_path),
         )
         if not report.ready:
             raise DevloopError(
@@ -274,8 +279,11 @@ def run(args: argparse.Namespace) -> int:
         process.wait()
         raise DevloopError(f"the server stopped: {explain_failure(process, log_path)}")
     except KeyboardInterrupt:
-        log.info("stopping the server...")
+        log.info("stopping the server: vLLM finishes the requests in flight (killed after "
+                 "%g s), then its engine processes exit", STOP_GRACE_SECONDS)
+        stop_server(process, STOP_GRACE_SECONDS)
+        log.info("server stopped (exit code %s)", process.returncode)
         return 0
     finally:
-        stop_server(process)
+        stop_server(process, STOP_GRACE_SECONDS)
         signal.signal(signal.SIGTERM, previous)

@@ -106,25 +106,30 @@ async def _serve(config: GatewayConfig, listeners: Listeners) -> int:
         await lifecycle.stop_requested.wait()
         await _drain(state, lifecycle)
         log.info(
-            "stopping: no new connections; up to %gs for the requests in flight",
+            "stopping: no new connections; the requests in flight get up to %g s to finish",
             config.shutdown_timeout_seconds,
         )
         await _stop_accepting(runners)
         await asyncio.gather(*(runner.cleanup() for runner in runners))
     finally:
         await close_state(state)
-    log.info("stopped")
+    log.info("stopped: every request finished or timed out; exiting")
     return 0
 
 
 async def _drain(state: GatewayState, lifecycle: Lifecycle) -> None:
     state.closing_connections = True
-    if lifecycle.mode != "drain":
-        log.info("%s: handing over", "reload" if lifecycle.mode == "retire" else "interrupted")
+    if lifecycle.mode == "retire":
+        log.info("reload: the new code's worker is serving; this one stops taking connections "
+                 "and finishes its requests in flight")
+        return
+    if lifecycle.mode == "stop":
+        log.info("interrupted (Ctrl-C): stopping the gateway")
         return
     state.draining = True
     seconds = state.config.drain_seconds
-    log.info("SIGTERM: not ready; serving new and in-flight requests for %gs", seconds)
+    log.info("SIGTERM: /ready now answers 503 so Kubernetes takes this pod out of the Service; "
+             "still serving new and in-flight requests for %g s", seconds)
     try:
         await asyncio.wait_for(lifecycle.hurry.wait(), seconds)
     except TimeoutError:

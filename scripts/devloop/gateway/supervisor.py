@@ -154,7 +154,8 @@ class Supervisor:
             self._wait_for_children()
             return self.exit_codes.get(first.pid, 1) or 1
         self.current = first
-        log.warning("reload: watching %s", self.package_dir)
+        # Normal operation: info, not a warning (a warning is something to act on).
+        log.info("reload: watching %s for changed .py files", self.package_dir)
         for changed in changes:
             if self.stopping.is_set():
                 break
@@ -206,7 +207,7 @@ class Supervisor:
         old, self.current = self.current, worker
         if old is not None and old.pid not in self.exit_codes:
             os.kill(old.pid, signal.SIGUSR1)
-        log.warning(
+        log.info(
             "reload: generation %d serves after %d change(s), started in %.0f ms",
             worker.generation, len(changed), (time.perf_counter() - started) * 1000,
             extra={"changes": len(changed)},

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from devloop.common.ports import free_port
+from devloop.common.ports import free_port, port_is_free
 from devloop.engine.amx import cpu_flags
-from devloop.engine.serve import port_is_free
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="installed by scripts/bootstrap.sh")
@@ -37,6 +36,11 @@ def test_serve_brings_the_dev_overlay_up_and_stops_it():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"http://127.0.0.1:{port}/v1 is ready: model 'tiny'" in result.stderr
+    # While the port is closed the progress says the server lives and what it is doing.
+    assert "starting: server process " in result.stderr
+    assert "cannot connect" not in result.stderr
+    assert "starting vLLM (importing torch and vLLM)" in result.stderr \
+        or "starting the engine processes" in result.stderr, result.stderr[-3000:]
     assert port_is_free("127.0.0.1", port), "the server outlived `devloop serve`"
 
 
@@ -124,6 +128,9 @@ def test_a_bf16_completion_is_served_on_an_amx_cpu(tmp_path):
         assert "AMX refused" not in server.text() + server.server_log()
     assert server.process.returncode == 0
     assert port_is_free("127.0.0.1", server.port)
+    # Ctrl-C (SIGINT, sent by `serving`) is said as what happens, then that it is done.
+    assert "stopping the server: vLLM finishes the requests in flight" in server.text()
+    assert "server stopped (exit code 0)" in server.text()
 
 
 def test_serve_names_the_signal_that_killed_the_engine_and_the_fix(tmp_path):

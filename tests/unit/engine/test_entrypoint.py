@@ -109,6 +109,23 @@ def test_a_bad_configuration_fails_in_seconds_with_exit_code_2(env):
     assert time.monotonic() - started < 20  # no vLLM import, no model load before refusing
 
 
+def test_a_bad_setting_is_named_even_when_the_port_is_busy(env, busy_port):
+    env.update(PORT=str(busy_port), HOST="127.0.0.1", MAX_NUM_SEQS="abc")
+    result = _entrypoint(env)
+    assert result.returncode == 2
+    assert "MAX_NUM_SEQS='abc'" in result.stderr and "in use" not in result.stderr
+
+
+def test_a_busy_port_is_a_settings_mistake_found_before_the_model_is_made(env, busy_port):
+    """Exit 2 naming PORT, before `tiny` is generated and before vLLM is started."""
+    env.update(PORT=str(busy_port), HOST="127.0.0.1", MODEL_NAME="tiny")
+    result = _entrypoint(env)
+    assert result.returncode == 2
+    assert f"port {busy_port} on 127.0.0.1 is in use" in result.stderr and "set PORT" in result.stderr
+    assert not list(Path(env["HF_HOME"]).rglob("config.json")), "the model was generated"
+    assert "exec:" not in result.stderr
+
+
 def test_dry_run_prints_the_configuration_and_the_command(env):
     result = _entrypoint(env, "--dry-run")
     assert result.returncode == 0, result.stderr

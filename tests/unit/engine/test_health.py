@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,34 @@ def test_help_documents_every_exit_code():
 
 def test_a_url_without_scheme_means_http():
     assert health.normalize_url("localhost:8000/") == "http://localhost:8000"
+
+
+def test_wait_says_a_closed_port_may_be_a_server_still_loading():
+    result = devloop_health("--url", f"127.0.0.1:{_closed_port()}", "--wait", "--timeout", "2",
+                            "--interval", "0.5")
+    assert "s] nothing answers at http://127.0.0.1:" in result.stderr
+    assert "a server still loading its model looks like this" in result.stderr
+
+
+def test_wait_with_the_servers_log_shows_its_start_up_phase(tmp_path):
+    """A real vLLM 0.32 log cut where the worker starts loading the weights."""
+    real = (Path(__file__).parent / "data" / "vllm-0.32-start-eager.log").read_text().splitlines()
+    cut = next(i for i, line in enumerate(real) if "Starting to load model" in line)
+    log = tmp_path / "engine.log"
+    log.write_text("\n".join(real[: cut + 1]) + "\n")
+    result = devloop_health("--url", f"127.0.0.1:{_closed_port()}", "--wait", "--timeout", "2",
+                            "--interval", "0.5", "--log", str(log))
+    assert result.returncode == health.EXIT_UNREACHABLE
+    assert "starting: downloading or reading the model weights" in result.stderr
+
+
+def test_wait_with_a_log_that_is_not_there_yet_says_so(tmp_path):
+    result = devloop_health("--url", f"127.0.0.1:{_closed_port()}", "--wait", "--timeout", "1",
+                            "--log", str(tmp_path / "later.log"))
+    assert f"starting: no log at {tmp_path / 'later.log'} yet" in result.stderr
+
+
+def test_log_without_wait_is_bad_usage(tmp_path):
+    result = devloop_health("--log", str(tmp_path / "x.log"))
+    assert result.returncode == health.EXIT_USAGE
+    assert "pass --wait" in result.stderr

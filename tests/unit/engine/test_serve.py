@@ -3,7 +3,6 @@ changed. (Serving itself is what the session's vLLM fixture does, through the sa
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -53,11 +52,8 @@ def _serve(*args: str) -> subprocess.CompletedProcess:
                           check=False, capture_output=True, text=True, timeout=60)
 
 
-def test_a_busy_port_is_refused_before_anything_starts():
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        result = _serve("--port", str(busy.getsockname()[1]))
+def test_a_busy_port_is_refused_before_anything_starts(busy_port):
+    result = _serve("--port", str(busy_port))
     assert result.returncode == 2
     assert "is in use" in result.stderr and "--port" in result.stderr
 
@@ -71,22 +67,49 @@ def test_a_busy_port_is_refused_before_anything_starts():
     (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:8000"),
     (["--overlay", "nope"], "unknown overlay 'nope'"),
     (["--port", "0"], "give a port from 1 to 65535"),
+    (["--set", "PORT=9000"], "--set PORT: pass --port instead"),
 ])
 def test_bad_arguments_are_usage_errors(args, message):
+    if "--port" not in args:
+        args = [*args, "--port", "8000" if "--host" in args else str(_free_port())]
     result = _serve(*args)
     assert result.returncode == 2
     assert message in result.stderr
 
 
-def test_an_invalid_setting_stops_the_server_and_shows_the_entrypoints_message(tmp_path):
-    """The entrypoint refuses CPU_THREADS=999 at once; serve reports its log instead of waiting."""
-    result = _serve("--model", "tiny", "--port", str(_free_port()), "--cache-dir", str(tmp_path),
-                    "--set", "CPU_THREADS=999", "--timeout", "60")
-    assert result.returncode == 1
-    assert "the server exited with code 2" in result.stderr
-    assert "CPU_THREADS=999 is more than the CPUs" in result.stderr
-    assert Path(tmp_path, "logs").is_dir()
+@pytest.mark.parametrize("args, message", [
+    (["--overlay", "nosuch"], "unknown overlay 'nosuch'"),
+    (["--set", "MAX_NUM_SEQ=4"], "unknown engine setting MAX_NUM_SEQ (did you mean MAX_NUM_SEQS?)"),
+    (["--set", "MAX_NUM_SEQS=abc"], "MAX_NUM_SEQS"),
+    (["--set", "CPU_THREADS=999"], "CPU_THREADS=999 is more than the CPUs"),
+    (["--set", "DTYPE=float64"], "DTYPE='float64' is not one of"),
+])
+def test_the_real_mistake_is_named_while_the_port_is_busy(busy_port, tmp_path, args, message):
+    """Arguments and settings are checked before the port: a busy port must not hide them."""
+    result = _serve("--port", str(busy_port), "--cache-dir", str(tmp_path), *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "in use" not in result.stderr
 
+
+def test_an_invalid_setting_fails_at_once_before_serving_is_announced(tmp_path):
+    """`--set MAX_NUM_SEQS=abc` is the entrypoint's own check, run by serve before it starts
+    anything: exit 2, no "serving ..." line, no server log."""
+    started = time.monotonic()
+    result = _serve("--model", "tiny", "--port", str(_free_port()), "--cache-dir", str(tmp_path),
+                    "--set", "MAX_NUM_SEQS=abc")
+    assert result.returncode == 2
+    assert "MAX_NUM_SEQS" in result.stderr and "invalid engine settings" in result.stderr
+    assert "serving overlay" not in result.stderr
+    assert not (tmp_path / "logs").exists()
+    assert time.monotonic() - started < 30
+
+
+def test_valid_settings_on_a_busy_port_name_the_port(busy_port, tmp_path):
+    result = _serve("--port", str(busy_port), "--cache-dir", str(tmp_path), "--model", "tiny")
+    assert result.returncode == 2
+    assert f"port {busy_port} on 127.0.0.1 is in use" in result.stderr
+    assert "serving overlay" not in result.stderr
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux-only")
