@@ -118,9 +118,8 @@ class StoredAnswer:
         the token usage, which a stream carries only when its request asked for it: a stream
         stored without usage answers later streams without usage, and the first request that
         needs usage goes to the engine (its answer then replaces the entry)."""
-        if stream and self.form == "stream" and not include_usage:
-            return True
-        return self._usage() is not None
+        needs_usage = (stream and include_usage) or (not stream and self.form == "stream")
+        return not needs_usage or self._usage() is not None
 
     # -- the two forms -----------------------------------------------------------------------
 
