@@ -47,7 +47,7 @@ class StreamRecorder(Protocol):
     def feed(self, chunk: bytes) -> None: ...
 
     def finished(self) -> None:
-        """The engine's stream ended cleanly and the client received all of it."""
+        """The engine's stream ended cleanly and all of it went to the client."""
 
 
 @dataclass

@@ -6,8 +6,9 @@
   in `X-Cache-Original-Id` and the entry's age in `Age` (RFC 9111 5.1).
 - `relay_and_record`: a cacheable stream that missed: relayed to the client exactly as the
   engine sends it, each piece written first and only then appended to a buffer (recording
-  adds no latency to the live stream); once the whole stream went out, a complete one is
-  stored. A stream that broke off, ended in an error event or lost its client is not.
+  adds no latency to the live stream); once its final [DONE] went out, a complete stream is
+  stored (record.StoredAnswer.from_stream decides). A stream that broke off, ended in an error
+  event or lost its client before [DONE] is not.
 """
 
 from __future__ import annotations
@@ -54,20 +55,34 @@ def hit_response(
 
 
 class StreamTee:
-    """The proxy's StreamRecorder: keeps what went to the client, hands a complete stream to
-    `on_complete`."""
+    """The proxy's StreamRecorder: keeps what went to the client and hands the stream to
+    `on_complete` as soon as its final `data: [DONE]` was written (not when the engine's body
+    ends, one more read later: a client asking again the moment it read [DONE] must hit), or
+    when the proxy says the stream finished."""
+
+    _END = b"data: [DONE]\n\n"
 
     def __init__(self, on_complete: Callable[[bytes], None]) -> None:
         self._parts: list[bytes] = []
         self._size = 0
+        self._tail = b""
+        self._done = False
         self._on_complete = on_complete
 
     def feed(self, chunk: bytes) -> None:
+        if self._done:
+            return
         if self._size <= MAX_RECORDED_BYTES:
             self._parts.append(chunk)
             self._size += len(chunk)
+        self._tail = (self._tail + chunk)[-len(self._END):]
+        if self._tail == self._END:
+            self.finished()
 
     def finished(self) -> None:
+        if self._done:
+            return
+        self._done = True
         if self._size > MAX_RECORDED_BYTES:
             log.info("a stream of over %d bytes was relayed but not cached", MAX_RECORDED_BYTES)
             return

@@ -204,3 +204,17 @@ def test_a_hit_is_named_like_the_engine_names_a_request_with_that_id() -> None:
     assert fresh_id("chatcmpl-88e840f7", "abc123", chat=True) == "chatcmpl-abc123"
     assert fresh_id("cmpl-1", "r", chat=False) == "cmpl-r"
     assert fresh_id(None, "r", chat=True) == "chatcmpl-r"
+
+
+def test_the_tee_hands_over_the_stream_once_its_done_event_went_out_even_split() -> None:
+    from devloop.gateway.replay import StreamTee
+
+    raw = CASES["completion"]["stream_usage"]["raw"].encode()
+    got: list[bytes] = []
+    tee = StreamTee(got.append)
+    cut = len(raw) - 7  # "data: [DO" | "NE]\n\n"-ish: the end split across two reads
+    tee.feed(raw[:cut])
+    assert got == []
+    tee.feed(raw[cut:])
+    tee.finished()  # the proxy's own end-of-stream call changes nothing
+    assert got == [raw]

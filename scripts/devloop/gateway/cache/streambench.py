@@ -102,15 +102,18 @@ def _ratio(result: dict[str, Any], top: str, bottom: str, name: str) -> float | 
 
 
 def table(stream: dict[str, Any]) -> str:
-    lines = [f"streams ({stream['rounds']} rounds, {stream['tokens']} tokens; ms)"
-             "      first event p50   first text p50/p99     [DONE] p50/p99"]
+    lines = [
+        f"streams: {stream['rounds']} rounds of {stream['tokens']} tokens (ms)",
+        (f"  {'path':8} {'first event p50':>16} {'first text p50':>15} {'p99':>8} "
+        f"{'[DONE] p50':>11} {'p99':>8}"),
+    ]
     for path in PATHS:
         row = stream[path]
         first, text, done = row["first_event"], row.get("first_text", {}), row["done"]
         lines.append(
-            f"  {path:8} {first['p50_ms']:28.2f} {text.get('p50_ms', 0):12.2f} "
-            f"{text.get('p99_ms', 0):8.2f} {done['p50_ms']:10.2f} {done['p99_ms']:8.2f}"
+            f"  {path:8} {first['p50_ms']:16.2f} {text.get('p50_ms', 0):15.2f} "
+            f"{text.get('p99_ms', 0):8.2f} {done['p50_ms']:11.2f} {done['p99_ms']:8.2f}"
         )
     for name, value in stream["ratios"].items():
-        lines.append(f"  {name:40} {value}")
+        lines.append(f"  {name:36} {value}")
     return "\n".join(lines)
