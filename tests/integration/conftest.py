@@ -237,6 +237,8 @@ class ToyUpstream:
     "status:N"   answers N with a JSON error body      "html:N"   answers N with an HTML page
     "sleep:S"    waits S seconds, then answers 200     "hang"     never answers (until shutdown)
     "stream:N:S" (with "stream": true) N chunks, S seconds apart
+    "cut:N" / "nodone:N" / "errorevent"  (streams) N chunks, then the connection is cut / the
+                 stream ends without [DONE] / vLLM's mid-stream failure: an error event, [DONE]
     anything else: 200 with a completion that names the prompt and the arrival number.
     `arrivals` counts requests per prompt; streaming requests get three SSE chunks.
     """
@@ -262,11 +264,21 @@ class ToyUpstream:
         count, gap = 3, 0.05
         if prompt.startswith("stream:"):
             count, gap = int(prompt.split(":")[1]), float(prompt.split(":")[2])
+        if prompt.startswith(("cut:", "nodone:")):
+            count = int(prompt.split(":")[1]) + 1  # the last chunk, with its finish, never comes
         for index in range(count):
+            if prompt.startswith(("cut:", "nodone:")) and index == count - 1:
+                if prompt.startswith("cut:"):
+                    request.transport.close()  # mid-answer: the chunked body never ends
+                return response
             chunk = {"choices": [{"text": "abc"[index % 3], "finish_reason":
                                   "length" if index == count - 1 else None}]}
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
             await asyncio.sleep(gap)
+        if prompt == "errorevent":
+            error = {"error": {"message": "toy failure mid-stream", "type": "InternalServerError",
+                               "param": None, "code": 500}}
+            await response.write(f"data: {json.dumps(error)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         return response
 

@@ -11,7 +11,8 @@ Where things are:
     supervisor.py   --reload: keeps the sockets, forks a worker per code change
     app.py          the API and admin aiohttp apps: routes, request id, access log
     state.py        what the handlers share (cache, engine client, metrics, shutdown flags)
-    completions.py  the cached endpoints: lookup, single flight, store
+    completions.py  the cached endpoints: Cache-Control, lookup, single flight, store
+    replay.py       hits in either form (fresh id), and streams recorded into the cache
     routes.py       /health, /ready, /metrics, the /cache/* refusal, the catch-all proxy
     admin.py        /cache/stats and /cache/flush, on the admin port only
     proxy.py        the engine's HTTP client: whole answers, relayed streams, failures

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +35,19 @@ _DROP_REQUEST_HEADERS = frozenset(
         REQUEST_ID_HEADER,
     )
 )
+# Engine response headers a client acts on, kept on every relayed answer: Allow (RFC 9110
+# 15.5.6: a 405 MUST carry it), Retry-After (503/429: when to come back), WWW-Authenticate
+# (a 401 MUST carry it), Location. The rest (Date, Server, framing) the gateway sets itself.
+KEPT_RESPONSE_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "Location")
+
+
+class StreamRecorder(Protocol):
+    """Told what a relayed stream carried, after each piece went to the client."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finished(self) -> None:
+        """The engine's stream ended cleanly and all of it went to the client."""
 
 
 @dataclass
@@ -44,6 +58,11 @@ class UpstreamAnswer:
     body: bytes
     content_type: str = "application/json"
     upstream_seconds: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)  # KEPT_RESPONSE_HEADERS sent
+
+
+def kept_headers(headers: CIMultiDict[str] | dict[str, str]) -> dict[str, str]:
+    return {name: headers[name] for name in KEPT_RESPONSE_HEADERS if name in headers}
 
 
 class Upstream:
@@ -122,20 +141,28 @@ class Upstream:
                 payload = await response.read()
                 content_type = response.headers.get("Content-Type", "application/octet-stream")
                 status = response.status
+                kept = kept_headers(response.headers)
         except (TimeoutError, aiohttp.ClientError) as error:
             return self.failure(error)
         elapsed = time.perf_counter() - started
         if status >= 400:
             payload = as_openai_error(status, payload, content_type)
             content_type = "application/json"
-        return UpstreamAnswer(status, payload, content_type, elapsed)
+        return UpstreamAnswer(status, payload, content_type, elapsed, kept)
 
     async def stream(
-        self, request: web.Request, body: bytes, headers: CIMultiDict[str], cache_state: str
+        self,
+        request: web.Request,
+        body: bytes,
+        headers: CIMultiDict[str],
+        cache_state: str,
+        recorder: StreamRecorder | None = None,
     ) -> web.StreamResponse:
-        """Relay a streaming answer chunk by chunk as the engine produces it (no buffering, no
-        caching). A client that hangs up makes the next write fail, which closes the upstream
-        connection: vLLM then aborts the request instead of generating for nobody."""
+        """Relay a streaming answer chunk by chunk as the engine produces it (no buffering). A
+        `recorder` is handed each chunk after it was written to the client (so recording never
+        delays the stream) and told `finished()` only when the whole stream went through. A
+        client that hangs up makes the next write fail, which closes the upstream connection:
+        vLLM then aborts the request instead of generating for nobody."""
         assert self.session is not None
         self.metrics.upstream_requests.inc()
         try:
@@ -148,7 +175,8 @@ class Upstream:
                 content_type = upstream.headers.get("Content-Type", "")
                 return answer_response(
                     UpstreamAnswer(upstream.status, as_openai_error(upstream.status, payload,
-                                                                    content_type)),
+                                                                    content_type),
+                                   headers=kept_headers(upstream.headers)),
                     cache_state,
                 )
             response = web.StreamResponse(
@@ -165,6 +193,8 @@ class Upstream:
             try:
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
+                    if recorder is not None:
+                        recorder.feed(chunk)
             except (TimeoutError, aiohttp.ClientError) as error:
                 if isinstance(error, ConnectionResetError):
                     # Our client hung up. Returning leaves `async with upstream`, which closes
@@ -174,7 +204,10 @@ class Upstream:
                     return response
                 # Headers are gone already: report the failure in-band, as vLLM itself does.
                 await response.write(b"data: " + self.failure(error).body + b"\n\n")
+                recorder = None  # a stream that broke off is never stored
             await response.write_eof()
+            if recorder is not None:
+                recorder.finished()
             return response
 
     async def health(self) -> dict[str, object]:
@@ -194,7 +227,11 @@ class Upstream:
 
 
 def answer_response(answer: UpstreamAnswer, cache_state: str) -> web.Response:
-    headers = {"X-Cache": cache_state, "Content-Type": answer.content_type}
+    """The answer as the client gets it. An error is never stored, so it says BYPASS whatever
+    the request was."""
+    if answer.status >= 400:
+        cache_state = "BYPASS"
+    headers = {**answer.headers, "X-Cache": cache_state, "Content-Type": answer.content_type}
     if answer.upstream_seconds:
         # How long the engine took, so a client can tell the gateway's own share of latency.
         headers["Server-Timing"] = f"upstream;dur={answer.upstream_seconds * 1000:.3f}"

@@ -35,7 +35,8 @@ def test_get_stats_and_flush_see_what_the_gateway_cached(
 
     got = _devloop("get", "--redis-url", redis_url, "--request", str(request_file))
     assert got.returncode == 0, got.stderr
-    assert json.loads(got.stdout) == answer.json()
+    stored = json.loads(got.stdout)  # the entry: the answer and the form it arrived in
+    assert (stored["form"], stored["body"]) == ("json", answer.json())
 
     stats = _devloop("stats", "--redis-url", redis_url, "--admin-url", gateway.admin_url)
     assert stats.returncode == 0, stats.stderr
@@ -80,3 +81,22 @@ def test_cache_bench_measures_misses_and_both_tiers_with_the_gateways_it_starts(
             assert level[tier]["n"] > 0 and level[tier]["not_hits"] == 0, level
         assert level["library_redis_tier"]["n"] > 0
     assert "redis_tier" in result.stderr  # the table
+
+
+def test_cache_bench_stream_mode_times_live_and_replayed_streams_side_by_side(
+    toy_upstream,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "devloop", "cache", "bench", "--stream", "--upstream-url",
+         toy_upstream.url, "--stream-rounds", "2", "--stream-tokens", "4"],
+        capture_output=True, check=False, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    stream = json.loads(result.stdout)["stream"]
+    for path in ("direct", "relay", "miss", "hit"):
+        assert stream[path]["done"]["n"] == 2, path
+        assert stream[path]["first_event"]["p50_ms"] <= stream[path]["done"]["p50_ms"]
+    # the toy engine spaces its three chunks 50 ms apart; a replay does not wait for them
+    assert stream["hit"]["done"]["p50_ms"] < stream["miss"]["done"]["p50_ms"]
+    assert set(stream["ratios"]) >= {"miss_over_relay_first_text_p50", "hit_over_miss_done_p50"}
+    assert "first text p50" in result.stderr  # the table

@@ -8,7 +8,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devloop.gateway.cache.key import CachePolicy, cache_key, is_cacheable
+from devloop.gateway.cache.key import CachePolicy, cache_key, is_cacheable, is_form_bound
 from devloop.gateway.cache.lru import LRUCache
 from devloop.gateway.cache.store import CacheConfig, ResponseCache
 
@@ -110,10 +110,19 @@ def _semantic(value):
     return ("dict", frozenset((key, _semantic(item)) for key, item in value.items()))
 
 
+def _answered(request: dict):
+    """What the key promises to tell apart: the request but for how its answer is delivered
+    (`stream`, `stream_options`), which matters only where the two forms differ."""
+    content = {key: value for key, value in request.items()
+               if key not in ("stream", "stream_options")}
+    form = bool(request.get("stream")) if is_form_bound(request) else None
+    return _semantic(content), form
+
+
 @settings(max_examples=400, deadline=None)
 @given(requests_strategy, requests_strategy)
 def test_distinct_requests_never_share_a_key(first: dict, second: dict) -> None:
-    if _semantic(first) != _semantic(second):
+    if _answered(first) != _answered(second):
         assert cache_key("/v1/completions", first) != cache_key("/v1/completions", second)
     else:
         assert cache_key("/v1/completions", first) == cache_key("/v1/completions", second)
@@ -134,12 +143,17 @@ def test_only_reproducible_requests_are_cacheable_by_default() -> None:
     assert not is_cacheable({"prompt": "p", "temperature": 0.7})
     assert not is_cacheable({"prompt": "p", "temperature": 0.7, "seed": None})
     assert not is_cacheable({"prompt": "p", "temperature": False})
-    assert not is_cacheable({"prompt": "p", "temperature": 0, "stream": True})
+    assert is_cacheable({"prompt": "p", "temperature": 0, "stream": True})
+    assert is_cacheable({"prompt": "p", "temperature": 0, "stream": True,
+                         "stream_options": {"include_usage": True}})
+    # running usage on every chunk is something a replay does not reproduce
+    assert not is_cacheable({"prompt": "p", "temperature": 0, "stream": True,
+                             "stream_options": {"continuous_usage_stats": True}})
 
 
 def test_the_policy_setting_widens_or_disables_caching() -> None:
     assert is_cacheable({"prompt": "p", "temperature": 0.7}, CachePolicy.ALL)
-    assert not is_cacheable({"prompt": "p", "temperature": 0.7, "stream": True}, CachePolicy.ALL)
+    assert is_cacheable({"prompt": "p", "temperature": 0.7, "stream": True}, CachePolicy.ALL)
     assert not is_cacheable({"prompt": "p", "temperature": 0}, CachePolicy.NONE)
 
 

@@ -8,6 +8,9 @@
          default LRU) and the Redis tier (a gateway with CACHE_MAX_ENTRIES=0, so every hit is a
          Redis GET), plus the cache library's Redis-tier get() without HTTP.
   ceiling  `redis-benchmark -t get` at the same concurrencies and value size: what Redis itself does.
+  --stream  instead: streamed answers direct, relayed by a non-caching gateway, missed (relayed
+         and recorded) and hit (replayed), interleaved: time to first event, first text and
+         [DONE] (devloop.gateway.cache.streambench).
 
 Two gateways (devloop gateway) and, unless --redis-url is given, a private redis-server
 are started and stopped by the benchmark. The load generator is an aiohttp client in this process,
@@ -72,6 +75,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="hit load generator: wrk (C, like redis-benchmark; the fair comparison) or this "
         "process's aiohttp client (default: wrk when it is installed)",
+    )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="measure streams instead: live (direct, relayed, recorded miss) against replayed hits",
+    )
+    parser.add_argument(
+        "--stream-rounds", type=int, default=30, help="--stream: rounds of four streams (default 30)"
+    )
+    parser.add_argument(
+        "--stream-tokens", type=int, default=32, help="--stream: tokens per stream (default 32)"
     )
 
 
@@ -319,10 +333,31 @@ def _measure(servers: _Servers, args: argparse.Namespace, upstream: str, model: 
     return result
 
 
+def _run_streams(args: argparse.Namespace, upstream: str, model: str) -> int:
+    from devloop.gateway.cache import streambench
+
+    if args.stream_rounds < 1 or args.stream_tokens < 1:
+        raise UsageError("--stream-rounds and --stream-tokens must be at least 1")
+    with _Servers() as servers:
+        servers.start_gateway("relay", upstream, "", ["--cache-policy", "none"])
+        servers.start_gateway("local", upstream, "", [])
+        result: dict[str, Any] = {"upstream": upstream, "model": model, "cpus": os.cpu_count()}
+        print(f"streams: {args.stream_rounds} rounds ...", file=sys.stderr)
+        result["stream"] = asyncio.run(streambench.stream_latency(
+            upstream, servers.gateways["relay"], servers.gateways["local"], model,
+            args.stream_rounds, args.stream_tokens,
+        ))
+    print(streambench.table(result["stream"]), file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     _levels(args.concurrency)  # a usage error before anything starts
     upstream = args.upstream_url.rstrip("/")
     model = _model(args, upstream)
+    if args.stream:
+        return _run_streams(args, upstream, model)
     client = _hit_client(args.client)
     with _Servers() as servers:
         redis_url = args.redis_url or servers.start_redis()

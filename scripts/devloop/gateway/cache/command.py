@@ -65,7 +65,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     flush.set_defaults(handler=run_flush)
 
     get = actions.add_parser(
-        "get", help="print the cached answer for a request or key; exit 1 if none"
+        "get", help="print the cached entry (the answer and the form it arrived in) for a "
+        "request or key; exit 1 if none"
     )
     common(get)
     which = get.add_mutually_exclusive_group(required=True)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from devloop.gateway.cache.key import KEY_VERSION
 from devloop.gateway.cache.lru import LRUCache
@@ -23,6 +24,7 @@ from devloop.gateway.cache.lru import LRUCache
 log = logging.getLogger("devloop.cache")
 
 REDIS_KEY_PREFIX = f"devloop:cache:{KEY_VERSION}:"
+T = TypeVar("T")
 
 
 @dataclass
@@ -202,16 +204,23 @@ class ResponseCache:
 
     async def get(self, key: str) -> bytes | None:
         """The stored answer for `key`, local tier first, then Redis (which refills local)."""
+        return await self.lookup(key, lambda value: value)
+
+    async def lookup(self, key: str, decode: Callable[[bytes], T | None]) -> T | None:
+        """`decode(value)` of the stored answer for `key`, local tier first, then Redis (which
+        refills local). A value that `decode` turns into None (damaged, or unable to answer
+        this request) counts as a miss and leaves the local tier as it was."""
         self.stats.requests += 1
         value = self.local.get(key)
-        if value is not None:
+        if value is not None and (decoded := decode(value)) is not None:
             self.stats.hits_local += 1
-            return value
-        value = await self._redis_get(key)
-        if value is not None:
-            self.stats.hits_redis += 1
-            self.local.set(key, value)
-            return value
+            return decoded
+        if value is None:
+            value = await self._redis_get(key)
+            if value is not None and (decoded := decode(value)) is not None:
+                self.stats.hits_redis += 1
+                self.local.set(key, value)
+                return decoded
         self.stats.misses += 1
         return None
 
