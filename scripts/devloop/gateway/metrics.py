@@ -77,9 +77,18 @@ class GatewayMetrics:
             "devloop_gateway_request_duration_seconds", "Time spent answering, by route.",
             ["route"], buckets=DURATION_BUCKETS, registry=self.registry,
         )
+        # upstream: a configured upstream URL (not a pod IP, which changes with every restart);
+        # model: one some engine lists, "other" or "none": both labels stay bounded.
         self.upstream_requests = Counter(
-            "devloop_gateway_upstream_requests", "Requests sent to the engine.",
-            registry=self.registry,
+            "devloop_gateway_upstream_requests",
+            "Requests sent to an engine (each attempt), by configured upstream and model.",
+            ["upstream", "model"], registry=self.registry,
+        )
+        self.upstream_retries = Counter(
+            "devloop_gateway_upstream_retries",
+            "Requests sent again to another replica after one failed before answering "
+            "(connect, disconnect, status 503, vLLM shutting down), by upstream and reason.",
+            ["upstream", "reason"], registry=self.registry,
         )
         self.upstream_errors = Counter(
             "devloop_gateway_upstream_errors",
@@ -99,6 +108,12 @@ class GatewayMetrics:
         self.requests.labels(route, str(status)).inc()
         self.duration.labels(route).observe(seconds)
 
+    def routed(self, upstream: str, model: str) -> None:
+        self.upstream_requests.labels(upstream, model).inc()
+
+    def retried(self, upstream: str, reason: str) -> None:
+        self.upstream_retries.labels(upstream, reason).inc()
+
     def upstream_error(self, kind: str) -> None:
         self.upstream_errors.labels(kind).inc()
 
@@ -109,5 +124,11 @@ class GatewayMetrics:
         return encoder(self.registry), content_type
 
     def total(self, name: str) -> int:
-        """A counter's current value by its series name (for /cache/stats)."""
-        return int(self.registry.get_sample_value(name) or 0)
+        """A counter's current value by its series name, summed over its labels (for
+        /cache/stats)."""
+        return int(sum(
+            sample.value
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name == name
+        ))

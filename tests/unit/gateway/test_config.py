@@ -28,7 +28,9 @@ def _env_file() -> dict[str, str]:
 def test_every_setting_in_the_cache_components_configmap_is_understood() -> None:
     env = _env_file()
     config = config_from_env(env)
-    assert config.upstream_url == env["UPSTREAM_URL"]
+    assert config.upstream_urls == tuple(env["UPSTREAM_URLS"].split())
+    assert config.routing_policy == env["ROUTING_POLICY"]
+    assert config.upstream_ready_wait_seconds == float(env["UPSTREAM_READY_WAIT_SECONDS"])
     assert config.redis_url == env["REDIS_URL"]
     assert config.port == int(env["GATEWAY_PORT"])
     assert config.cache_ttl_seconds == int(env["CACHE_TTL_SECONDS"])
