@@ -156,8 +156,9 @@ def _summary(ttfts: list[list[float]], before: dict[str, float], after: dict[str
 
 
 def _table(result: dict[str, Any]) -> str:
-    lines = [f"{'policy':<12} {'hit rate':>9} {'TTFT p50 later turns':>21} {'p90':>8}  "
-             "TTFT p50 by turn (ms)"]
+    header = (f"{'policy':<12} {'hit rate':>9} {'TTFT p50 later turns':>21} {'p90':>8}  "
+              "TTFT p50 by turn (ms)")
+    lines = [header]
     for policy in COMPARED:
         row = result["policies"][policy]
         rate = row["prefix_cache_hit_rate"]
