@@ -231,7 +231,8 @@ class Upstream:
         return last
 
     def _refusal(self, refusal: NoEndpoint) -> UpstreamAnswer:
-        kind = "model_not_found" if refusal.status == 404 else "upstream_unavailable"
+        # A 404 is typed as vLLM types its own unknown-model answer, so clients see one shape.
+        kind = "NotFoundError" if refusal.status == 404 else "upstream_unavailable"
         headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else {}
         return UpstreamAnswer(refusal.status, error_body(refusal.status, refusal.message, kind),
                               headers=headers)

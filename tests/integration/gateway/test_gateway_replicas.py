@@ -57,7 +57,8 @@ def test_an_unknown_model_gets_the_gateways_404_listing_the_models(
     answer = _complete(gateway.url, "no-such-model")
     assert answer.status_code == 404
     error = answer.json()["error"]
-    assert error["type"] == "model_not_found" and error["code"] == 404
+    assert error["type"] == "NotFoundError" and error["code"] == 404
+    assert error["message"].startswith("The model `no-such-model` does not exist.")  # as vLLM
     assert vllm_served_model in error["message"] and REPLICA_MODEL in error["message"]
 
 
