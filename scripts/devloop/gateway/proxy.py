@@ -164,7 +164,7 @@ class Upstream:
                 f"{self.config.upstream_connect_timeout_seconds:g}s (the connect timeout, "
                 "UPSTREAM_CONNECT_TIMEOUT_SECONDS)"
             )
-        which = "its first byte" if phase == "first byte" else "a next byte"
+        which = "first byte" if phase == "first byte" else "next byte"
         return (
             f"the engine at {url} sent no {which} within "
             f"{self.config.upstream_timeout_seconds:g}s (the {phase} timeout, "
