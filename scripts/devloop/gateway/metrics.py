@@ -63,6 +63,37 @@ class CacheCollector:
         )
 
 
+class ReplicaCollector:
+    """devloop_gateway_upstream_replicas{upstream, state} and the requests in flight per upstream,
+    from the routing pool at scrape time (the same view /health shows)."""
+
+    def __init__(self, replicas: Callable[[], list[tuple[str, str, int]]]) -> None:
+        self._replicas = replicas  # -> [(configured upstream, state, requests in flight)]
+
+    def collect(self) -> Iterator[Metric]:
+        counts: dict[tuple[str, str], int] = {}
+        inflight: dict[str, int] = {}
+        for upstream, state, outstanding in self._replicas():
+            counts[(upstream, state)] = counts.get((upstream, state), 0) + 1
+            inflight[upstream] = inflight.get(upstream, 0) + outstanding
+        replicas = GaugeMetricFamily(
+            "devloop_gateway_upstream_replicas",
+            "Engine replicas by configured upstream and state (unknown, ready, down, gone).",
+            labels=["upstream", "state"],
+        )
+        for (upstream, state), count in sorted(counts.items()):
+            replicas.add_metric([upstream, state], count)
+        yield replicas
+        outstanding = GaugeMetricFamily(
+            "devloop_gateway_upstream_outstanding_requests",
+            "Requests sent to an upstream's replicas and not finished (what least-outstanding "
+            "routing compares).", labels=["upstream"],
+        )
+        for upstream, count in sorted(inflight.items()):
+            outstanding.add_metric([upstream], count)
+        yield outstanding
+
+
 class GatewayMetrics:
     """The instruments, in a registry of their own (not the process-global one, so that two
     gateways in one process, as in tests, never share or clash)."""

@@ -24,7 +24,7 @@ from yarl import URL
 
 from devloop.gateway.config import GatewayConfig
 from devloop.gateway.errors import as_openai_error, error_body
-from devloop.gateway.metrics import GatewayMetrics
+from devloop.gateway.metrics import GatewayMetrics, ReplicaCollector
 from devloop.gateway.routing.endpoints import Endpoint, EndpointPool
 from devloop.gateway.routing.health import HealthMonitor
 from devloop.gateway.routing.router import NoEndpoint, Router, is_retryable_answer, target_for
@@ -100,6 +100,9 @@ class Upstream:
         self.monitor = HealthMonitor(
             self.pool, config.upstream_urls, config.upstream_health_interval_seconds
         )
+        metrics.registry.register(ReplicaCollector(
+            lambda: [(e.upstream, e.state, e.outstanding) for e in self.pool.endpoints]
+        ))
 
     def _new_client(self) -> aiohttp.ClientSession:
         # No total timeout: a long generation is fine as long as bytes keep coming (sock_read).

@@ -87,6 +87,10 @@ def test_a_stopped_replica_is_skipped_and_shown_down(start_gateway, toy_upstream
     engines = requests.get(gateway.url + "/health", timeout=5).json()["upstream"]["engines"]
     states = {engine["url"]: engine["state"] for engine in engines}
     assert states == {stopped.url: "down", toy_upstream.url: "ready"}
+    metrics = requests.get(gateway.url + "/metrics", timeout=5).text
+    assert f'devloop_gateway_upstream_replicas{{state="down",upstream="{stopped.url}"}} 1.0' in metrics
+    assert f'devloop_gateway_upstream_replicas{{state="ready",upstream="{toy_upstream.url}"}} 1.0' in (
+        metrics)
 
 
 def test_a_request_waits_for_an_engine_that_comes_up_within_the_wait(start_gateway) -> None:
