@@ -9,6 +9,7 @@ pod restarting behind a Service keeps its name).
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class EngineReplica:
     """One vLLM server process: `devloop entrypoint` with the dev overlay's settings, as a pod."""
 
     log_path: Path
+    cpu: int  # the one core its OpenMP threads are bound to, as a pod has its own CPUs
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
@@ -40,8 +42,12 @@ class EngineReplica:
         settings = serve.local_environment(
             "dev", model="tiny", port=self.port,
             # A short drain: SIGTERM lets in-flight requests finish for up to 30 s.
+            # Each replica on a core of its own: both bound to every core, the busy one's
+            # spinning OpenMP threads starve a restarting one's start-up for minutes (seen here).
             overrides={"ENFORCE_EAGER": "true", "VLLM_CPU_KVCACHE_SPACE": "1",
-                       "SERVED_MODEL_NAME": REPLICA_MODEL, "SHUTDOWN_TIMEOUT": "30"},
+                       "SERVED_MODEL_NAME": REPLICA_MODEL, "SHUTDOWN_TIMEOUT": "30",
+                       "CPU_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": str(self.cpu),
+                       "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"},
         )
         self.process = serve.start_server(settings, self.log_path)
 
@@ -85,7 +91,9 @@ def vllm_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Eng
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vLLM is not installed in this environment: run `bash scripts/bootstrap.sh`")
     logs = tmp_path_factory.mktemp("replicas")
-    replicas = [EngineReplica(logs / f"replica-{index}.log") for index in range(2)]
+    cpus = sorted(os.sched_getaffinity(0))
+    replicas = [EngineReplica(logs / f"replica-{index}.log", cpus[index % len(cpus)])
+                for index in range(2)]
     try:
         for replica in replicas:
             replica.start()
