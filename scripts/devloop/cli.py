@@ -31,6 +31,7 @@ SUBCOMMAND_MODULES = (
     "devloop.bench.dashboard",
     "devloop.gateway",
     "devloop.gateway.cache.command",
+    "devloop.gateway.routing.bench",
     "devloop.ops.modelcache.command",
     "devloop.bench.reload",
     "devloop.ops.doctor.command",

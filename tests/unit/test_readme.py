@@ -48,6 +48,7 @@ def devloop_invocations() -> list[list[str]]:
     or docs/."""
     found = []
     text = PAGES.replace("\\|", "|")  # a `|` inside a table cell is written `\|`
+    text = re.sub(r"\\\n\s*", " ", text)  # a shell line continued with `\` is one command
     for line in re.findall(r"(?:^|`|&& )(?:\.venv/bin/)?(devloop [^`\n|&]+)", text, re.MULTILINE):
         found.append(shlex.split(line, comments=True)[1:])
     return found

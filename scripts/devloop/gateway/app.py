@@ -108,6 +108,7 @@ def build_api_app(state: GatewayState) -> web.Application:
     app.router.add_get("/health", routes.health)
     app.router.add_get("/ready", routes.ready)
     app.router.add_get("/metrics", routes.metrics)
+    app.router.add_get("/v1/models", routes.models)
     for path in completions.CACHED_ENDPOINTS:
         app.router.add_post(path, completions.completion)
     app.router.add_route("*", "/cache/{tail:.*}", routes.admin_elsewhere)

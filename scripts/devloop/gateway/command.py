@@ -20,7 +20,20 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "environment variables named in their help.",
     )
     add = parser.add_argument
-    add("--upstream-url", help="the vLLM server (UPSTREAM_URL; default http://localhost:8000)")
+    add("--upstream", "--upstream-url", dest="upstream_urls", action="append", metavar="URL",
+        help="an engine (vLLM or llama-server), or a headless Service listing replicas; "
+        "repeat for several: each request goes to one serving its `model` (UPSTREAM_URLS, "
+        "comma- or space-separated, or UPSTREAM_URL; default http://localhost:8000)")
+    add("--routing-policy", choices=["affinity", "least-outstanding", "round-robin"],
+        help="how replicas of one model share requests: 'affinity' (least outstanding, but a "
+        "session or conversation stays on its replica; default), 'least-outstanding', "
+        "'round-robin' (ROUTING_POLICY)")
+    add("--upstream-ready-wait-seconds", type=float, help="how long a request waits for a "
+        "ready engine of its model before 503 (UPSTREAM_READY_WAIT_SECONDS; default 30)")
+    add("--upstream-health-interval-seconds", type=float, help="seconds between probes of "
+        "each engine's /health (UPSTREAM_HEALTH_INTERVAL_SECONDS; default 2)")
+    add("--upstream-connect-timeout-seconds", type=float, help="longest wait to connect to an "
+        "engine before trying another (UPSTREAM_CONNECT_TIMEOUT_SECONDS; default 5)")
     add("--redis-url", help="the shared cache tier; '' for local only "
         "(REDIS_URL; default redis://localhost:6379/0)")
     add("--host", help="address the API listens on (default 0.0.0.0)")
@@ -38,8 +51,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "'all' (sampled ones too, replayed), 'none' (CACHE_POLICY)")
     add("--max-body-bytes", type=int,
         help="larger request bodies get 413 (MAX_BODY_BYTES; default 4 MiB)")
-    add("--upstream-timeout-seconds", type=float, help="longest wait for the engine's next byte "
-        "before 504 (UPSTREAM_TIMEOUT_SECONDS; default 600)")
+    add("--upstream-timeout-seconds", type=float, help="longest wait for the engine's first "
+        "byte, and then for each next one, before 504 (UPSTREAM_TIMEOUT_SECONDS; default 600)")
     add("--drain-seconds", type=float, help="after SIGTERM, seconds of not-ready but still "
         "serving, while Kubernetes removes the endpoint (GATEWAY_DRAIN_SECONDS; default 5)")
     add("--shutdown-timeout", dest="shutdown_timeout_seconds", type=float,

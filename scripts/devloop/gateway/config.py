@@ -12,13 +12,24 @@ from typing import Any
 from devloop.common.errors import UsageError
 from devloop.gateway.cache.key import CachePolicy
 from devloop.gateway.cache.store import CacheConfig, check_redis_url
+from devloop.gateway.routing.discovery import split_upstreams, unique, upstream_problem
+from devloop.gateway.routing.policies import POLICIES
 
 
 @dataclass
 class GatewayConfig:
     """Everything `devloop gateway` can be told. Units are in the names."""
 
-    upstream_url: str = "http://localhost:8000"
+    # The engines: each URL an engine, or a Service whose DNS name lists its replicas (a headless
+    # Service); which models each serves is learned from its /v1/models (docs/routing.md).
+    upstream_urls: tuple[str, ...] = ("http://localhost:8000",)
+    # affinity (least outstanding, but a session or conversation stays on its replica),
+    # least-outstanding, or round-robin (the baseline)
+    routing_policy: str = "affinity"
+    # How long a request waits for a ready replica of its model before a 503 with Retry-After.
+    upstream_ready_wait_seconds: float = 30.0
+    # Seconds between the background probes of every replica's /health (and DNS).
+    upstream_health_interval_seconds: float = 2.0
     redis_url: str | None = "redis://localhost:6379/0"  # "" or None: local tier only
     host: str = "0.0.0.0"
     port: int = 8080
@@ -53,7 +64,12 @@ class GatewayConfig:
 
 # Environment variable -> (field, parser). The gateway.env ConfigMap sets most of them.
 ENV_FIELDS: dict[str, tuple[str, Any]] = {
-    "UPSTREAM_URL": ("upstream_url", str),
+    "UPSTREAM_URL": ("upstream_urls", lambda raw: (raw,)),  # the one-engine form, still read
+    "UPSTREAM_URLS": ("upstream_urls", lambda raw: tuple(split_upstreams(raw))),  # wins if both
+    "ROUTING_POLICY": ("routing_policy", str),
+    "UPSTREAM_READY_WAIT_SECONDS": ("upstream_ready_wait_seconds", float),
+    "UPSTREAM_HEALTH_INTERVAL_SECONDS": ("upstream_health_interval_seconds", float),
+    "UPSTREAM_CONNECT_TIMEOUT_SECONDS": ("upstream_connect_timeout_seconds", float),
     "REDIS_URL": ("redis_url", str),
     "GATEWAY_PORT": ("port", int),
     "GATEWAY_ADMIN_HOST": ("admin_host", str),
@@ -70,7 +86,10 @@ ENV_FIELDS: dict[str, tuple[str, Any]] = {
 }
 # Flags whose value replaces a field of the same name (argparse dest == field name).
 FLAG_FIELDS = (
-    "upstream_url",
+    "routing_policy",
+    "upstream_ready_wait_seconds",
+    "upstream_health_interval_seconds",
+    "upstream_connect_timeout_seconds",
     "redis_url",
     "host",
     "port",
@@ -109,9 +128,12 @@ def config_from_args(
     overrides = {
         name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name, None) is not None
     }
+    if getattr(args, "upstream_urls", None):  # --upstream and --upstream-url, each repeatable
+        overrides["upstream_urls"] = tuple(args.upstream_urls)
     if getattr(args, "cache_policy", None):
         overrides["cache_policy"] = CachePolicy(args.cache_policy)
     config = replace(config, **overrides)
+    config = replace(config, upstream_urls=unique(config.upstream_urls))
     validate(config)
     return config
 
@@ -119,7 +141,12 @@ def config_from_args(
 def validate(config: GatewayConfig) -> None:
     """Raise a UsageError that names the setting and says what to give, for any value the
     gateway would only fail on later (at bind, at the first request, in a Redis call)."""
-    _check_upstream_url(config.upstream_url)
+    _check_upstreams(config.upstream_urls)
+    if config.routing_policy not in POLICIES:
+        raise UsageError(
+            f"--routing-policy (ROUTING_POLICY) is {config.routing_policy!r}; give one of "
+            + ", ".join(POLICIES)
+        )
     if config.redis_url:
         check_redis_url(config.redis_url, "--redis-url or REDIS_URL")
     _check_port("--port (GATEWAY_PORT)", config.port, allow_zero=False)
@@ -131,30 +158,33 @@ def validate(config: GatewayConfig) -> None:
         ("--max-body-bytes (MAX_BODY_BYTES)", config.max_body_bytes, 1),
         ("--drain-seconds (GATEWAY_DRAIN_SECONDS)", config.drain_seconds, 0),
         ("--shutdown-timeout (GATEWAY_SHUTDOWN_TIMEOUT)", config.shutdown_timeout_seconds, 0),
+        ("--upstream-ready-wait-seconds (UPSTREAM_READY_WAIT_SECONDS)",
+         config.upstream_ready_wait_seconds, 0),
     ):
         if value < minimum:
             raise UsageError(f"{flag} is {value}; it must be at least {minimum}")
     for flag, value in (
         ("--upstream-timeout-seconds (UPSTREAM_TIMEOUT_SECONDS)", config.upstream_timeout_seconds),
         ("REDIS_TIMEOUT_SECONDS", config.redis_timeout_seconds),
+        ("--upstream-connect-timeout-seconds (UPSTREAM_CONNECT_TIMEOUT_SECONDS)",
+         config.upstream_connect_timeout_seconds),
+        ("--upstream-health-interval-seconds (UPSTREAM_HEALTH_INTERVAL_SECONDS)",
+         config.upstream_health_interval_seconds),
     ):
         if not value > 0:
             raise UsageError(f"{flag} is {value}; give a number of seconds above 0")
 
 
-def _check_upstream_url(url: str) -> None:
-    from yarl import URL
-
-    try:
-        parsed = URL(url)
-        ok = parsed.scheme in ("http", "https") and bool(parsed.host) and parsed.port is not None
-    except (ValueError, TypeError):
-        ok = False
-    if not ok:
-        raise UsageError(
-            f"upstream URL {url!r} is not an http:// or https:// URL with a host "
-            "(--upstream-url or UPSTREAM_URL, e.g. http://localhost:8000)"
-        )
+def _check_upstreams(urls: tuple[str, ...]) -> None:
+    if not urls:
+        raise UsageError("no engine given: --upstream URL (or UPSTREAM_URLS), e.g. "
+                         "http://localhost:8000")
+    for url in urls:
+        problem = upstream_problem(url)
+        if problem:
+            raise UsageError(
+                f"{problem} (--upstream or UPSTREAM_URLS, e.g. http://localhost:8000)"
+            )
 
 
 def _check_port(flag: str, port: int, allow_zero: bool) -> None:

@@ -63,6 +63,37 @@ class CacheCollector:
         )
 
 
+class ReplicaCollector:
+    """devloop_gateway_upstream_replicas{upstream, state} and the requests in flight per upstream,
+    from the routing pool at scrape time (the same view /health shows)."""
+
+    def __init__(self, replicas: Callable[[], list[tuple[str, str, int]]]) -> None:
+        self._replicas = replicas  # -> [(configured upstream, state, requests in flight)]
+
+    def collect(self) -> Iterator[Metric]:
+        counts: dict[tuple[str, str], int] = {}
+        inflight: dict[str, int] = {}
+        for upstream, state, outstanding in self._replicas():
+            counts[(upstream, state)] = counts.get((upstream, state), 0) + 1
+            inflight[upstream] = inflight.get(upstream, 0) + outstanding
+        replicas = GaugeMetricFamily(
+            "devloop_gateway_upstream_replicas",
+            "Engine replicas by configured upstream and state (unknown, ready, down, gone).",
+            labels=["upstream", "state"],
+        )
+        for (upstream, state), count in sorted(counts.items()):
+            replicas.add_metric([upstream, state], count)
+        yield replicas
+        outstanding = GaugeMetricFamily(
+            "devloop_gateway_upstream_outstanding_requests",
+            "Requests sent to an upstream's replicas and not finished (what least-outstanding "
+            "routing compares).", labels=["upstream"],
+        )
+        for upstream, count in sorted(inflight.items()):
+            outstanding.add_metric([upstream], count)
+        yield outstanding
+
+
 class GatewayMetrics:
     """The instruments, in a registry of their own (not the process-global one, so that two
     gateways in one process, as in tests, never share or clash)."""
@@ -77,9 +108,18 @@ class GatewayMetrics:
             "devloop_gateway_request_duration_seconds", "Time spent answering, by route.",
             ["route"], buckets=DURATION_BUCKETS, registry=self.registry,
         )
+        # upstream: a configured upstream URL (not a pod IP, which changes with every restart);
+        # model: one some engine lists, "other" or "none": both labels stay bounded.
         self.upstream_requests = Counter(
-            "devloop_gateway_upstream_requests", "Requests sent to the engine.",
-            registry=self.registry,
+            "devloop_gateway_upstream_requests",
+            "Requests sent to an engine (each attempt), by configured upstream and model.",
+            ["upstream", "model"], registry=self.registry,
+        )
+        self.upstream_retries = Counter(
+            "devloop_gateway_upstream_retries",
+            "Requests sent again to another replica after one failed before answering "
+            "(connect, disconnect, status 503, vLLM shutting down), by upstream and reason.",
+            ["upstream", "reason"], registry=self.registry,
         )
         self.upstream_errors = Counter(
             "devloop_gateway_upstream_errors",
@@ -99,6 +139,12 @@ class GatewayMetrics:
         self.requests.labels(route, str(status)).inc()
         self.duration.labels(route).observe(seconds)
 
+    def routed(self, upstream: str, model: str) -> None:
+        self.upstream_requests.labels(upstream, model).inc()
+
+    def retried(self, upstream: str, reason: str) -> None:
+        self.upstream_retries.labels(upstream, reason).inc()
+
     def upstream_error(self, kind: str) -> None:
         self.upstream_errors.labels(kind).inc()
 
@@ -109,5 +155,11 @@ class GatewayMetrics:
         return encoder(self.registry), content_type
 
     def total(self, name: str) -> int:
-        """A counter's current value by its series name (for /cache/stats)."""
-        return int(self.registry.get_sample_value(name) or 0)
+        """A counter's current value by its series name, summed over its labels (for
+        /cache/stats)."""
+        return int(sum(
+            sample.value
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name == name
+        ))

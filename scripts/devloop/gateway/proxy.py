@@ -1,8 +1,12 @@
-"""The engine behind the gateway: one HTTP client, whole answers and relayed streams.
+"""The engines behind the gateway: whole answers and relayed streams, each sent to the replica
+the router picks (devloop.gateway.routing), and sent again to another one when the first failed
+before anything reached the client.
 
-Nothing here raises for upstream trouble: connection refused is a 502, no next byte in time a
-504, a connection that breaks mid-answer a 502, each with an OpenAI error body; the engine's own
-errors keep their status and get the OpenAI shape if they lack it (devloop.gateway.errors).
+Nothing here raises for upstream trouble: no ready engine is a 503 with Retry-After (after a
+bounded wait), an unknown model a 404 listing the models, no next byte in time a 504 naming the
+timeout that fired, a connection that breaks mid-answer a 502, each with an OpenAI error body; the
+engine's own errors keep their status and get the OpenAI shape if they lack it
+(devloop.gateway.errors).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Protocol
 
 import aiohttp
@@ -20,7 +25,10 @@ from yarl import URL
 
 from devloop.gateway.config import GatewayConfig
 from devloop.gateway.errors import as_openai_error, error_body
-from devloop.gateway.metrics import GatewayMetrics
+from devloop.gateway.metrics import GatewayMetrics, ReplicaCollector
+from devloop.gateway.routing.endpoints import Endpoint, EndpointPool
+from devloop.gateway.routing.health import HealthMonitor
+from devloop.gateway.routing.router import NoEndpoint, Router, is_retryable_answer, target_for
 
 log = logging.getLogger("devloop.gateway")
 
@@ -65,19 +73,59 @@ def kept_headers(headers: CIMultiDict[str] | dict[str, str]) -> dict[str, str]:
     return {name: headers[name] for name in KEPT_RESPONSE_HEADERS if name in headers}
 
 
+# Failures that happen before the engine can have started on the request: another replica may
+# take it. A reset or a closed keep-alive connection is tried once more on a fresh connection.
+_CONNECT_FAILURES = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+_DISCONNECTS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+class Lease:
+    """An engine's answer and the replica it came from, held until the answer is read (`async
+    with`): the replica's outstanding count, which the least-outstanding policy reads, includes
+    this request until then."""
+
+    def __init__(
+        self, pool: EndpointPool, endpoint: Endpoint, client: aiohttp.ClientSession,
+        response: aiohttp.ClientResponse,
+    ) -> None:
+        self.pool, self.endpoint, self.client, self.response = pool, endpoint, client, response
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        return self.response
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self.response.__aexit__(kind, error, tb)
+        finally:
+            self.pool.release(self.endpoint, self.client)
+
+
 class Upstream:
-    """The engine's HTTP client. `start()` and `close()` run inside the server's event loop."""
+    """The engines' HTTP clients (one per replica, so a replica that leaves takes its keep-alive
+    connections with it). `start()` and `close()` run inside the server's event loop."""
 
     def __init__(self, config: GatewayConfig, metrics: GatewayMetrics) -> None:
         self.config = config
         self.metrics = metrics
-        self.base = config.upstream_url.rstrip("/")
-        self.session: aiohttp.ClientSession | None = None
+        self.base = " ".join(config.upstream_urls)  # for log lines
+        self.pool = EndpointPool(self._new_client)
+        self.router = Router(
+            self.pool, config.routing_policy, config.upstream_ready_wait_seconds,
+            retry_after_seconds=max(1, round(config.upstream_health_interval_seconds * 2)),
+        )
+        self.monitor = HealthMonitor(
+            self.pool, config.upstream_urls, config.upstream_health_interval_seconds
+        )
+        metrics.registry.register(ReplicaCollector(
+            lambda: [(e.upstream, e.state, e.outstanding) for e in self.pool.endpoints]
+        ))
 
-    async def start(self) -> None:
+    def _new_client(self) -> aiohttp.ClientSession:
         # No total timeout: a long generation is fine as long as bytes keep coming (sock_read).
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=30),
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=5),
             timeout=aiohttp.ClientTimeout(
                 total=None,
                 sock_connect=self.config.upstream_connect_timeout_seconds,
@@ -86,14 +134,17 @@ class Upstream:
             auto_decompress=False,
         )
 
+    async def start(self) -> None:
+        await self.monitor.start()
+
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        await self.monitor.stop()
+        await self.pool.aclose()
 
     def url_for(self, request: web.BaseRequest) -> URL:
-        """The engine's URL for this request's path and query, exactly as the client encoded
-        them (re-encoding could turn one path into another)."""
-        return URL(self.base + request.rel_url.raw_path_qs, encoded=True)
+        """This request's path and query, exactly as the client encoded them (re-encoding could
+        turn one path into another); the replica's base URL goes in front when it is sent."""
+        return URL(request.rel_url.raw_path_qs, encoded=True)
 
     @staticmethod
     def forward_headers(request: web.BaseRequest) -> CIMultiDict[str]:
@@ -106,44 +157,134 @@ class Upstream:
         headers[REQUEST_ID_HEADER] = request["request_id"]
         return headers
 
-    def failure(self, error: BaseException) -> UpstreamAnswer:
-        """An upstream failure as an OpenAI-style error answer: 504 for no answer in time, 502
-        for everything that means the engine is not reachable or broke the connection."""
+    def failure(self, error: BaseException, phase: str, url: str) -> UpstreamAnswer:
+        """An upstream failure as an OpenAI-style error answer: 504 for no answer in time (naming
+        the timeout that fired: connect, first byte or between bytes, and its value), 502 for
+        everything that means the engine is not reachable or broke the connection."""
         if isinstance(error, asyncio.TimeoutError):
             self.metrics.upstream_error("timeout")
             status, kind = 504, "upstream_timeout"
-            message = (
-                f"the engine at {self.base} did not answer within "
-                f"{self.config.upstream_timeout_seconds:g}s"
-            )
+            message = self.timeout_message(error, phase, url)
         elif isinstance(error, aiohttp.ClientConnectorError):
             self.metrics.upstream_error("connect")
             status, kind = 502, "upstream_unavailable"
             message = (
-                f"cannot connect to the engine at {self.base} ({error.os_error}); "
-                "is it running? `devloop gateway --upstream-url` sets where it is"
+                f"cannot connect to the engine at {url} ({error.os_error}); "
+                "is it running? `devloop gateway --upstream` sets where it is"
             )
         else:
             self.metrics.upstream_error("disconnect")
             status, kind = 502, "upstream_error"
-            message = f"the engine at {self.base} failed mid-answer: {type(error).__name__}: {error}"
+            message = f"the engine at {url} failed mid-answer: {type(error).__name__}: {error}"
         return UpstreamAnswer(status, error_body(status, message, kind))
+
+    def timeout_message(self, error: BaseException, phase: str, url: str) -> str:
+        if isinstance(error, aiohttp.ConnectionTimeoutError):
+            return (
+                f"could not connect to the engine at {url} within "
+                f"{self.config.upstream_connect_timeout_seconds:g}s (the connect timeout, "
+                "UPSTREAM_CONNECT_TIMEOUT_SECONDS)"
+            )
+        which = "first byte" if phase == "first byte" else "next byte"
+        return (
+            f"the engine at {url} sent no {which} within "
+            f"{self.config.upstream_timeout_seconds:g}s (the {phase} timeout, "
+            "--upstream-timeout-seconds / UPSTREAM_TIMEOUT_SECONDS)"
+        )
+
+    async def open(
+        self, method: str, url: URL, body: bytes, headers: CIMultiDict[str]
+    ) -> Lease | UpstreamAnswer:
+        """Send the request to the replica the router picks; on a failure before the engine can
+        have started on it (devloop.gateway.routing.router), to another one. The engine's answer
+        (headers read, body not yet), or an error answer."""
+        target = target_for(body, headers)
+        tried: set[Endpoint] = set()
+        fresh_retried: set[Endpoint] = set()
+        last: UpstreamAnswer | None = None
+        for _attempt in range(2 * len(self.pool.endpoints) + 2):
+            try:
+                endpoint = await self.router.pick(target, tried)
+            except NoEndpoint as refusal:
+                return self._refusal(refusal)
+            client = self.pool.acquire(endpoint)
+            self.metrics.routed(endpoint.upstream, self._model_label(target.model))
+            retry_reason = None
+            try:
+                response = await client.request(
+                    method, URL(endpoint.url + str(url), encoded=True), data=body, headers=headers
+                )
+            except _CONNECT_FAILURES as error:
+                last, retry_reason = self.failure(error, "connect", endpoint.url), "connect"
+                self.pool.mark_down(endpoint, self._reason(error, endpoint.url))
+            except _DISCONNECTS as error:
+                # A keep-alive connection the engine had closed, or a reset: once more on a
+                # fresh connection, then elsewhere.
+                last, retry_reason = self.failure(error, "first byte", endpoint.url), "disconnect"
+                self.pool.retire_connections(endpoint)
+                if endpoint in fresh_retried:
+                    self.pool.mark_down(endpoint, self._reason(error, endpoint.url))
+                fresh_retried.add(endpoint)
+            except (TimeoutError, aiohttp.ClientError) as error:
+                self.pool.release(endpoint, client)
+                return self.failure(error, "first byte", endpoint.url)
+            else:
+                lease = Lease(self.pool, endpoint, client, response)
+                if response.status not in (500, 503):
+                    return lease
+                try:
+                    payload = await response.read()  # kept: read() again returns it
+                except (TimeoutError, aiohttp.ClientError):
+                    payload = b""
+                if not is_retryable_answer(response.status, payload):
+                    return lease
+                retry_reason = f"status {response.status}"
+                last = UpstreamAnswer(response.status, as_openai_error(
+                    response.status, payload, response.headers.get("Content-Type", "")))
+                response.release()
+                self.pool.mark_down(endpoint, f"answered {response.status}: {payload[:200]!r}")
+            self.pool.release(endpoint, client)
+            self.metrics.retried(endpoint.upstream, retry_reason)
+            if not endpoint.usable:
+                tried.add(endpoint)
+            log.info("retrying on another replica: %s failed (%s)", endpoint.url, retry_reason)
+        assert last is not None
+        return last
+
+    def _refusal(self, refusal: NoEndpoint) -> UpstreamAnswer:
+        # A 404 is typed as vLLM types its own unknown-model answer, so clients see one shape.
+        kind = "NotFoundError" if refusal.status == 404 else "upstream_unavailable"
+        headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else {}
+        return UpstreamAnswer(refusal.status, error_body(refusal.status, refusal.message, kind),
+                              headers=headers)
+
+    def _reason(self, error: BaseException, url: str) -> str:
+        if isinstance(error, asyncio.TimeoutError):
+            return self.timeout_message(error, "connect", url)
+        return f"{type(error).__name__}: {error}"
+
+    def _model_label(self, model: str | None) -> str:
+        """The metrics label: only models some engine lists (bounded cardinality)."""
+        if model is None:
+            return "none"
+        return model if model in self.pool.models() else "other"
 
     async def fetch(
         self, method: str, url: URL, body: bytes, headers: CIMultiDict[str]
     ) -> UpstreamAnswer:
         """One complete upstream call; failures come back as error answers."""
-        assert self.session is not None
-        self.metrics.upstream_requests.inc()
         started = time.perf_counter()
+        lease = await self.open(method, url, body, headers)
+        if isinstance(lease, UpstreamAnswer):
+            return lease
         try:
-            async with self.session.request(method, url, data=body, headers=headers) as response:
+            async with lease as response:
                 payload = await response.read()
                 content_type = response.headers.get("Content-Type", "application/octet-stream")
                 status = response.status
                 kept = kept_headers(response.headers)
         except (TimeoutError, aiohttp.ClientError) as error:
-            return self.failure(error)
+            return self.failure(error, "between bytes", lease.endpoint.url)
         elapsed = time.perf_counter() - started
         if status >= 400:
             payload = as_openai_error(status, payload, content_type)
@@ -163,13 +304,11 @@ class Upstream:
         delays the stream) and told `finished()` only when the whole stream went through. A
         client that hangs up makes the next write fail, which closes the upstream connection:
         vLLM then aborts the request instead of generating for nobody."""
-        assert self.session is not None
-        self.metrics.upstream_requests.inc()
-        try:
-            upstream = await self.session.post(self.url_for(request), data=body, headers=headers)
-        except (TimeoutError, aiohttp.ClientError) as error:
-            return answer_response(self.failure(error), cache_state)
-        async with upstream:
+        lease = await self.open("POST", self.url_for(request), body, headers)
+        if isinstance(lease, UpstreamAnswer):
+            return answer_response(lease, cache_state)
+        upstream = lease.response
+        async with lease:
             if upstream.status != 200:
                 payload = await upstream.read()
                 content_type = upstream.headers.get("Content-Type", "")
@@ -203,27 +342,22 @@ class Upstream:
                     log.info("client hung up mid-stream; the engine's request is closed")
                     return response
                 # Headers are gone already: report the failure in-band, as vLLM itself does.
-                await response.write(b"data: " + self.failure(error).body + b"\n\n")
+                failure = self.failure(error, "between bytes", lease.endpoint.url)
+                await response.write(b"data: " + failure.body + b"\n\n")
                 recorder = None  # a stream that broke off is never stored
             await response.write_eof()
             if recorder is not None:
                 recorder.finished()
             return response
 
-    async def health(self) -> dict[str, object]:
-        """The engine's /health, answered within a second either way."""
-        assert self.session is not None
-        state: dict[str, object] = {"url": self.base}
-        try:
-            async with self.session.get(
-                self.base + "/health", timeout=aiohttp.ClientTimeout(total=1.0)
-            ) as response:
-                state["status"] = response.status
-                state["state"] = "up" if response.status == 200 else "unhealthy"
-        except (TimeoutError, aiohttp.ClientError) as error:
-            state["state"] = "down"
-            state["error"] = f"{type(error).__name__}: {error}"
-        return state
+    def health(self) -> dict[str, object]:
+        """Every replica's state as the background probes last saw it."""
+        endpoints = [e for e in self.pool.endpoints if e.state != "gone"]
+        ready = sum(e.state == "ready" for e in endpoints)
+        summary = "up" if endpoints and ready == len(endpoints) else "degraded" if ready else "down"
+        return {"state": summary, "ready": ready, "replicas": len(endpoints),
+                "urls": list(self.config.upstream_urls),
+                "engines": [e.describe() for e in endpoints]}
 
 
 def answer_response(answer: UpstreamAnswer, cache_state: str) -> web.Response:

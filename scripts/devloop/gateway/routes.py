@@ -1,10 +1,12 @@
 """The API port's own routes and the catch-all proxy.
 
-GET /health is liveness: 200 for as long as the process runs (while the engine still loads its
-model, and while draining), with the engine's and Redis's state in the body. GET /ready is
+GET /health is liveness: 200 for as long as the process runs (while the engines still load their
+models, and while draining), with every engine replica's and Redis's state in the body. GET
+/v1/models is the merge of every engine's list. GET /ready is
 readiness: 200 while serving, 503 from SIGTERM on, so Kubernetes takes the pod out of its
-Services before it stops. Any path without a route of its own (/v1/models, /tokenize, /version...)
-is forwarded to the engine as is and never cached.
+Services before it stops. Any path without a route of its own (/tokenize, /version...) is
+forwarded as is to an engine (the one serving the body's `model`, if it names one) and never
+cached.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ _NAMED_ROUTES = frozenset({"/v1/models", "/version"})
 
 async def health(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    upstream = await state.upstream.health()
+    upstream = state.upstream.health()
     redis_state = await state.cache.ping_redis()
     body = {
         "status": "ok",
@@ -48,6 +50,28 @@ async def ready(request: web.Request) -> web.Response:
             "service_unavailable",
         )
     return web.Response(body=b'{"status": "ready"}', content_type="application/json")
+
+
+async def models(request: web.Request) -> web.Response:
+    """Every engine's models in one OpenAI list (an id listed by two engines appears once)."""
+    state = request.app[STATE]
+    started = time.perf_counter()
+    merged = state.upstream.pool.models()
+    if not merged:
+        await state.upstream.monitor.refresh()  # none known yet: ask the engines now
+        merged = state.upstream.pool.models()
+    if merged:
+        response = web.Response(
+            body=json.dumps({"object": "list", "data": list(merged.values())}).encode(),
+            content_type="application/json", headers={"X-Cache": "BYPASS"},
+        )
+    else:
+        answer = await state.upstream.fetch(  # no engine answers: its error, or the 503
+            "GET", state.upstream.url_for(request), b"", state.upstream.forward_headers(request)
+        )
+        response = answer_response(answer, "BYPASS")
+    state.metrics.observe("/v1/models", response.status, time.perf_counter() - started)
+    return response
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -68,15 +68,22 @@ def test_a_non_json_error_page_becomes_an_openai_error_body(start_gateway, toy_u
     assert "bad gateway" in error["message"] and error["code"] == 502
 
 
-def test_connection_refused_is_a_502_with_an_error_body(start_gateway) -> None:
+def test_an_engine_refusing_connections_is_waited_for_then_a_503_with_retry_after(
+    start_gateway,
+) -> None:
     from devloop.common.ports import free_port
 
-    gateway = start_gateway(f"http://127.0.0.1:{free_port()}")
+    gateway = start_gateway(
+        f"http://127.0.0.1:{free_port()}", "", "--upstream-ready-wait-seconds", "0.5"
+    )
+    started = time.perf_counter()
     answer = _complete(gateway, "anything")
-    assert answer.status_code == 502
-    assert "cannot connect to the engine" in answer.json()["error"]["message"]
+    assert answer.status_code == 503 and answer.headers["Retry-After"].isdigit()
+    message = answer.json()["error"]["message"]
+    assert "became ready within 0.5s" in message and "Connect" in message  # why: refused
+    assert time.perf_counter() - started < 10
     stream = _complete(gateway, "anything", stream=True)
-    assert stream.status_code == 502 and stream.json()["error"]["type"] == "upstream_unavailable"
+    assert stream.status_code == 503 and stream.json()["error"]["type"] == "upstream_unavailable"
 
 
 def test_an_engine_that_does_not_answer_in_time_is_a_504(start_gateway, toy_upstream) -> None:

@@ -28,7 +28,9 @@ def _env_file() -> dict[str, str]:
 def test_every_setting_in_the_cache_components_configmap_is_understood() -> None:
     env = _env_file()
     config = config_from_env(env)
-    assert config.upstream_url == env["UPSTREAM_URL"]
+    assert config.upstream_urls == tuple(env["UPSTREAM_URLS"].split())
+    assert config.routing_policy == env["ROUTING_POLICY"]
+    assert config.upstream_ready_wait_seconds == float(env["UPSTREAM_READY_WAIT_SECONDS"])
     assert config.redis_url == env["REDIS_URL"]
     assert config.port == int(env["GATEWAY_PORT"])
     assert config.cache_ttl_seconds == int(env["CACHE_TTL_SECONDS"])
@@ -61,3 +63,37 @@ def test_a_malformed_setting_is_named_in_the_error() -> None:
         config_from_env({"CACHE_MAX_BYTES": "64MiB"})
     with pytest.raises(UsageError, match="CACHE_POLICY"):
         config_from_env({"CACHE_POLICY": "sometimes"})
+
+
+def test_upstreams_come_from_repeated_flags_old_and_new_names_alike() -> None:
+    args = build_parser().parse_args(
+        ["gateway", "--upstream", "http://a:8000", "--upstream-url", "http://b:8080/",
+         "--upstream", "http://a:8000"]
+    )
+    assert config_from_args(args, {"UPSTREAM_URLS": "http://ignored:1"}).upstream_urls == (
+        "http://a:8000", "http://b:8080"
+    )
+
+
+def test_the_upstream_list_of_the_environment_wins_over_the_single_url() -> None:
+    args = build_parser().parse_args(["gateway"])
+    assert config_from_args(args, {"UPSTREAM_URL": "http://one:8000"}).upstream_urls == (
+        "http://one:8000",
+    )
+    both = {"UPSTREAM_URL": "http://one:8000", "UPSTREAM_URLS": "http://a:1, http://b:2 http://c:3"}
+    assert config_from_args(args, both).upstream_urls == ("http://a:1", "http://b:2", "http://c:3")
+
+
+@pytest.mark.parametrize(
+    ("environ", "match"),
+    [
+        ({"UPSTREAM_URLS": "http://a:1, localhost:8000"}, "localhost:8000"),
+        ({"UPSTREAM_URLS": " , "}, "no engine given"),
+        ({"ROUTING_POLICY": "random"}, "ROUTING_POLICY"),
+        ({"UPSTREAM_READY_WAIT_SECONDS": "-1"}, "UPSTREAM_READY_WAIT_SECONDS"),
+        ({"UPSTREAM_HEALTH_INTERVAL_SECONDS": "0"}, "UPSTREAM_HEALTH_INTERVAL_SECONDS"),
+    ],
+)
+def test_a_bad_routing_setting_is_named_in_the_error(environ: dict[str, str], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        config_from_args(build_parser().parse_args(["gateway"]), environ)
