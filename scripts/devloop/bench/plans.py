@@ -133,6 +133,7 @@ PLANS = {
                 for name, model, settings, text in (  # the short pair first
                     ("0.6b", BF16, {**SCALED, "ENFORCE_EAGER": "false"},
                      "the Qwen3-0.6B shape, bf16, torch.compile on"),
+                    ("0.6b-awq", AWQ, SCALED, "the Qwen3-0.6B shape, AWQ 4-bit, torch.compile on"),
                     ("8b-awq", ModelRef("qwen3-8b", quant="awq"), {"CPU_THREADS": "auto"},
                      "the optimized overlay's settings, threads scaled to here"),
                 )

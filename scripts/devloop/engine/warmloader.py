@@ -148,6 +148,9 @@ def load_model(inner: Any, vllm_config: Any, model_config: Any, prefix: str) -> 
         label = Path(str(model_config.model)).name
         replayed = _replayed_modules(model)
         entry = warmcache.find_entry(root, label, key)
+        if not replayed:
+            return _passthrough(inner, model, model_config, device, root, label, key, fields,
+                                entry)
         if entry is not None:
             try:
                 _restore(model, entry, replayed)
@@ -165,6 +168,30 @@ def load_model(inner: Any, vllm_config: Any, model_config: Any, prefix: str) -> 
                 replayed = _replayed_modules(model)
         return _cold_and_save(inner, model, model_config, device, root, label, key, fields,
                               replayed)
+
+
+def _passthrough(inner: Any, model: Any, model_config: Any, device: Any, root: Path, label: str,
+                 key: str, fields: dict[str, Any], entry: Path | None) -> Any:
+    """A model with no layer whose conversion is kept (bf16, say): loaded as vLLM does, with an
+    empty entry recording that, so `--prepare` knows this launch needs nothing more. What such a
+    model gains on the next start is vLLM's own torch.compile cache, also under VLLM_CACHE_ROOT."""
+    model = _finish_cold(inner, model, model_config, device)
+    if entry is None:
+        def fill(directory: Path) -> list[str]:
+            (directory / STATE_FILE).write_text(json.dumps({"aliases": {}, "layers": {}}),
+                                                encoding="utf-8")
+            return [STATE_FILE]
+
+        try:
+            warmcache.write_entry(root, label, key, fields, fill,
+                                  launch=os.environ.get(warmcache.LAUNCH_ENV))
+        except OSError as error:
+            log.warning("warm-start entry not written (%s)", error)
+    else:
+        warmcache.add_launch(entry, os.environ.get(warmcache.LAUNCH_ENV))
+    log.warning("%s: no converted layers to keep; loaded from its checkpoint as vLLM does",
+                label)
+    return model
 
 
 def _finish_cold(inner: Any, model: Any, model_config: Any, device: Any) -> Any:
