@@ -164,8 +164,12 @@ def container_violations(objects: list[Obj]) -> list[str]:
                 for resource in ("cpu", "memory"):
                     if resource not in resources.get(section, {}):
                         problems.append(f"{where}: no {resource} {section[:-1]}")
+            # Kubernetes rejects probes on an init container that is not a sidecar
+            # (restartPolicy: Always): it runs to completion before any probe could act.
+            run_to_completion = container in pod.get("initContainers", []) and (
+                container.get("restartPolicy") != "Always")
             for probe in ("readinessProbe", "livenessProbe"):
-                if probe not in container:
+                if probe not in container and not run_to_completion:
                     problems.append(f"{where}: no {probe}")
             security = container.get("securityContext", {})
             if security.get("allowPrivilegeEscalation") is not False:

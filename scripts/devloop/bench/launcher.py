@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devloop.bench import llamacpp, plans, procmem
+from devloop.bench import llamacpp, plans, procmem, warmstart
 from devloop.common.errors import DevloopError
 from devloop.common.ports import free_port
 from devloop.engine import cpus, health, serve, tinymodel
@@ -70,7 +70,8 @@ def _start_process(candidate: plans.Candidate, model: Path, port: int, workdir: 
                    log_path: Path) -> subprocess.Popen:
     if candidate.kind == plans.VLLM:
         settings = serve.local_environment(
-            candidate.overlay, model=str(model), port=port, cache_dir=workdir,
+            candidate.overlay, model=str(model), port=port,
+            cache_dir=warmstart.cache_dir(candidate, workdir),
             overrides={**candidate.settings, "SERVED_MODEL_NAME": candidate.name},
         )
         return serve.start_server(settings, log_path)

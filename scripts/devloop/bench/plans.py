@@ -41,6 +41,10 @@ class Candidate:
     settings: dict[str, str] = field(default_factory=dict)  # engine settings (--set) for vllm
     args: tuple[str, ...] = ()  # extra server arguments for vllm-defaults
     description: str = ""
+    # The server's model-cache directory (devloop.bench.warmstart): "" the run's workdir; a name,
+    # its own directory kept across starts; cold=True empties it before every start.
+    cache: str = ""
+    cold: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,27 @@ PLANS = {
                           description="the dev overlay's own settings (eager, max-num-seqs 4)"),
             ),
             baseline="optimized-float32",
+        ),
+        Plan(
+            "warm-start",
+            "first start (empty model cache: AWQ conversion, torch.compile) against the next "
+            "one (docs/warm-start.md) on the optimized overlay's 8B AWQ shape and the Qwen3-0.6B "
+            "shape compiled; decode speed after each",
+            tuple(
+                Candidate(f"{name}-{state}", VLLM, model, settings=settings, cache=name,
+                          cold=state == "cold", description=f"{state} start: {text}")
+                for name, model, settings, text in (  # the short pair first
+                    ("0.6b", BF16, {**SCALED, "ENFORCE_EAGER": "false"},
+                     "the Qwen3-0.6B shape, bf16, torch.compile on"),
+                    ("0.6b-awq", AWQ, SCALED, "the Qwen3-0.6B shape, AWQ 4-bit, torch.compile on"),
+                    ("8b-awq", ModelRef("qwen3-8b", quant="awq"), {"CPU_THREADS": "auto"},
+                     "the optimized overlay's settings, threads scaled to here"),
+                )
+                for state in ("cold", "warm")
+            ),
+            baseline="8b-awq-cold",
+            memory_limit_gib=18.0,
+            one_at_a_time=True,
         ),
         Plan(
             "awq-8b",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from devloop.common import logs
 from devloop.common.ports import check_port
-from devloop.engine import amx
+from devloop.engine import amx, warmcache
 from devloop.engine.settings import GIB, TINY_MODEL, EngineConfig, Limits, load_config
 
 log = logging.getLogger("devloop.entrypoint")
@@ -71,6 +71,8 @@ def vllm_args(config: EngineConfig) -> list[str]:
     ]
     if config.enforce_eager:
         args.append("--enforce-eager")
+    # Keeps what vLLM computes at load on the model-cache volume (docs/warm-start.md).
+    args += warmcache.server_args(config.extra_args)
     return args + config.extra_args
 
 
@@ -79,6 +81,7 @@ def vllm_env(config: EngineConfig, env: Mapping[str, str]) -> dict[str, str]:
     out = dict(env)
     out["HF_HOME"] = config.hf_home
     out["VLLM_CACHE_ROOT"] = config.vllm_cache_root
+    out.setdefault(warmcache.DIR_ENV, str(Path(config.vllm_cache_root) / warmcache.SUBDIR))
     out["VLLM_CPU_KVCACHE_SPACE"] = str(config.kvcache_space_gib)
     out["VLLM_CPU_OMP_THREADS_BIND"] = config.threads_bind
     out.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
@@ -90,8 +93,9 @@ def vllm_env(config: EngineConfig, env: Mapping[str, str]) -> dict[str, str]:
         out.pop("VLLM_API_KEY", None)
     # With VLLM_PLUGINS set, vLLM loads only the plugins it names: keep the AMX one among them.
     plugins = [name for name in out.get("VLLM_PLUGINS", "").split(",") if name]
-    if "VLLM_PLUGINS" in out and amx.PLUGIN_NAME not in plugins:
-        out["VLLM_PLUGINS"] = ",".join([*plugins, amx.PLUGIN_NAME])
+    missing = [name for name in (amx.PLUGIN_NAME, warmcache.PLUGIN_NAME) if name not in plugins]
+    if "VLLM_PLUGINS" in out and missing:
+        out["VLLM_PLUGINS"] = ",".join([*plugins, *missing])
     if config.model_source == TINY_MODEL:
         # The generated model is local: never wait on a hub that may be unreachable.
         out.setdefault("HF_HUB_OFFLINE", "1")
@@ -155,6 +159,13 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         help="validate and print the vLLM command instead of running it (a `tiny` model is "
         "still generated, so the printed path exists)",
     )
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="compute the warm-start entry on the model-cache volume and exit (the init "
+        "container): exits 0 at once when it is there, else runs vLLM once to write it "
+        "(docs/warm-start.md)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -185,8 +196,14 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(shlex.join(argv))
         return 0
+    env = vllm_env(config, os.environ)
+    env[warmcache.LAUNCH_ENV] = warmcache.launch_key(argv[3:], env, config.model)
+    if args.prepare:
+        from devloop.engine import warmprepare
+
+        return warmprepare.prepare(argv, env, config.port)
     sys.stdout.flush()
     # vLLM's own logging takes over from here (its own text format: see README "Logs").
     logging.shutdown()
-    os.execvpe(argv[0], argv, vllm_env(config, os.environ))
+    os.execvpe(argv[0], argv, env)
     return 0  # not reached: exec replaced this process

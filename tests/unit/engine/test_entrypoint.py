@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from devloop.engine import warmcache
 from devloop.engine.entrypoint import command, describe, vllm_args, vllm_env
 from devloop.engine.settings import Limits, load_config
 from devloop.manifests.kustomize import project_root
@@ -17,6 +18,12 @@ from devloop.manifests.kustomize import project_root
 from .limits import GIB, TWO_CPUS
 
 ROOT = project_root(Path(__file__).parent)
+
+
+@pytest.fixture(autouse=True)
+def warm_start_plugin_installed(monkeypatch):
+    """As in the image (pip install .): the warm-start loader's entry point is installed."""
+    monkeypatch.setattr(warmcache, "plugin_installed", lambda: True)
 
 
 def test_base_settings_become_vllm_arguments(env):
@@ -30,6 +37,7 @@ def test_base_settings_become_vllm_arguments(env):
         "--host", "0.0.0.0",
         "--port", "8000",
         "--shutdown-timeout", "0",
+        "--load-format", "devloop_warm",
     ]
     assert command(config)[:3] == [sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry"]
 
@@ -38,7 +46,13 @@ def test_enforce_eager_and_extra_args_are_appended(env):
     env.update(ENFORCE_EAGER="true", SERVED_MODEL_NAME="qwen", EXTRA_ARGS="--seed 7 --block-size '32'")
     args = vllm_args(load_config(env, TWO_CPUS))
     assert args[args.index("--served-model-name") + 1] == "qwen"
-    assert args[-5:] == ["--enforce-eager", "--seed", "7", "--block-size", "32"]
+    assert args[-7:] == ["--enforce-eager", "--load-format", "devloop_warm", "--seed", "7",
+                         "--block-size", "32"]
+
+
+def test_warm_starts_keep_their_entries_on_the_model_cache_volume(env):
+    out = vllm_env(load_config(env, TWO_CPUS), {})
+    assert out[warmcache.DIR_ENV] == str(Path(env["VLLM_CACHE_ROOT"]) / warmcache.SUBDIR)
 
 
 def test_shutdown_timeout_lets_vllm_drain_in_flight_requests_on_sigterm(env):
@@ -139,10 +153,10 @@ def test_vllm_gets_faulthandler_so_a_native_crash_names_its_signal(env):
 
 @pytest.mark.parametrize("plugins, expected", [
     (None, None),  # unset: vLLM loads every plugin, ours included
-    ("", "devloop_amx"),
-    ("lora_filesystem_resolver", "lora_filesystem_resolver,devloop_amx"),
-    ("devloop_amx,other", "devloop_amx,other"),
+    ("", "devloop_amx,devloop_warmstart"),
+    ("lora_filesystem_resolver", "lora_filesystem_resolver,devloop_amx,devloop_warmstart"),
+    ("devloop_amx,other,devloop_warmstart", "devloop_amx,other,devloop_warmstart"),
 ])
-def test_an_allowlist_of_vllm_plugins_keeps_the_amx_one(env, plugins, expected):
+def test_an_allowlist_of_vllm_plugins_keeps_ours(env, plugins, expected):
     base = {} if plugins is None else {"VLLM_PLUGINS": plugins}
     assert vllm_env(load_config(env, TWO_CPUS), base).get("VLLM_PLUGINS") == expected
