@@ -31,9 +31,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SHELL = "/bin/sh"
-# The Tiltfile's KUBECTL_OR_NOTHING: sh runs kubectl with the arguments after $0, and swallows a
-# failure (stderr dropped, exit 0), so a dead cluster answers with nothing.
-KUBECTL_OR_NOTHING = 'kubectl "$@" 2>/dev/null || true'
 NODE_NAMES = {"nodes", "node", "no"}
 POD_NAMES = {"pods", "pod", "po"}
 
