@@ -21,6 +21,9 @@ from devloop.common.ports import free_port
 
 REPLICA_MODEL = "tiny-replica"
 READY_TIMEOUT = 420.0  # as tests/conftest.py: ~30 s alone, minutes on a busy machine
+# A restart under load shares the cores with the other replica, the gateway, the clients and the
+# other xdist worker: CI saw `import torch` alone take 4 minutes there, and 420 s ran out.
+RESTART_READY_TIMEOUT = 900.0
 
 
 @dataclass
@@ -51,13 +54,13 @@ class EngineReplica:
         )
         self.process = serve.start_server(settings, self.log_path)
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         from devloop.engine import health, serve
 
         process = self.process
         assert process is not None
         report = health.wait_until_ready(
-            self.url, READY_TIMEOUT, interval=0.5,
+            self.url, timeout, interval=0.5,
             give_up=lambda: None if process.poll() is None else "the server process exited",
         )
         if not report.ready:

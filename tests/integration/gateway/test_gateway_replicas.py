@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.gateway.conftest import REPLICA_MODEL
+from tests.integration.gateway.conftest import REPLICA_MODEL, RESTART_READY_TIMEOUT
 
 pytestmark = pytest.mark.vllm
 
@@ -137,6 +137,9 @@ def test_an_engine_stopped_and_restarted_under_load_loses_no_request(
                 outcomes.append((answer.status_code if ok else -answer.status_code, text[-200:]))
             except requests.RequestException as error:
                 outcomes.append((-1, repr(error)))
+            # Requests keep coming through the stop, the outage and the return, but paced: four
+            # clients without a pause kept both cores so busy that the restart took minutes.
+            stop.wait(0.2)
 
     victim = vllm_replicas[0]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -146,7 +149,7 @@ def test_an_engine_stopped_and_restarted_under_load_loses_no_request(
             victim.stop()  # SIGTERM; returns once the process exited
             time.sleep(2)
             victim.start()
-            victim.wait_ready()
+            victim.wait_ready(RESTART_READY_TIMEOUT)
             time.sleep(4)  # the gateway's probe finds it back and sends it work again
             served_before = victim.metric(SUCCESSES)
             time.sleep(4)
