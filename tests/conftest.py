@@ -31,11 +31,15 @@ VLLM_READY_TIMEOUT = 420.0  # a cold start is ~30 s; a machine busy with other t
 
 @dataclass(frozen=True)
 class VllmServer:
+    """A shared engine server (vLLM or llama-server): where it listens and what it serves."""
+
     base_url: str
     served_model: str
     pid: int
     log_path: str
 
+
+EngineServer = VllmServer  # the same record for the llama.cpp server
 
 def pytest_configure(config: pytest.Config) -> None:
     # Only the controller (or a run without xdist) creates the directory; workers inherit the
@@ -50,11 +54,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if not config.stash.get(_OWNS_STATE_DIR, False):
         return
     state_dir = Path(os.environ.pop(STATE_DIR_ENV))
-    state_file = state_dir / "vllm.json"
-    if state_file.is_file():
-        state = json.loads(state_file.read_text())
-        if "pid" in state:
-            _stop_process_group(state["pid"])
+    for server in ("vllm", "llamacpp"):
+        state_file = state_dir / f"{server}.json"
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+            if "pid" in state:
+                _stop_process_group(state["pid"])
     # The container tests' containers, networks, volumes and image tags, if the run made any.
     from tests.container import lifecycle
 
@@ -95,14 +100,16 @@ def _start_vllm(state_dir: Path) -> dict:
         return {"error": "vLLM is not installed in this environment: run "
                          "`bash scripts/bootstrap.sh` (or deselect with -m 'not vllm')"}
     port = _free_port()
+    overlay_args = serve.overlay_engine_settings("dev").get("EXTRA_ARGS", "")
     settings = serve.local_environment(
         "dev",
         model="tiny",
         port=port,
         # --enable-log-requests: vLLM logs "Aborted request(s) <id>", which the client-disconnect
-        # test looks for (vLLM's metrics do not count aborts by the client).
+        # test looks for (vLLM's metrics do not count aborts by the client). The overlay's own
+        # arguments (tool calling) stay.
         overrides={"ENFORCE_EAGER": "true", "VLLM_CPU_KVCACHE_SPACE": "1",
-                   "EXTRA_ARGS": "--enable-log-requests"},
+                   "EXTRA_ARGS": f"{overlay_args} --enable-log-requests".strip()},
     )
     log_path = state_dir / "vllm.log"
     process = serve.start_server(settings, log_path)
@@ -159,3 +166,71 @@ def busy_port() -> Iterator[int]:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         yield busy.getsockname()[1]
+
+
+# The run's llama-server: llama.cpp's own server on the offline tiny GGUF, with the gguf
+# overlay's settings (`devloop serve --overlay gguf --model tiny` would run the same), shared by
+# the xdist workers like the vLLM server. It starts in about 2 s. Without a llama-server on this
+# machine the tests skip with the reason, except where $DEVLOOP_REQUIRE_LLAMACPP is set (.ci/run
+# builds it), where they fail.
+LLAMACPP_REQUIRE_ENV = "DEVLOOP_REQUIRE_LLAMACPP"
+LLAMACPP_READY_TIMEOUT = 120.0
+
+
+def llamacpp_unavailable(why: str) -> None:
+    """Skip (or, in CI, fail) a test that needs llama-server."""
+    if os.environ.get(LLAMACPP_REQUIRE_ENV):
+        pytest.fail(f"{why} (${LLAMACPP_REQUIRE_ENV} is set: CI builds llama-server)", pytrace=False)
+    pytest.skip(why)
+
+
+def start_llamacpp(log_path: Path, overrides: dict[str, str] | None = None,
+                   timeout: float = LLAMACPP_READY_TIMEOUT) -> dict:
+    """Start llama-server on the tiny GGUF with the gguf overlay's settings and wait until it
+    is ready; the state to share ({"error": ...} when it did not start)."""
+    from devloop.common.errors import DevloopError
+    from devloop.engine import health, serve
+    from devloop.engine.llamacpp import local
+
+    port = _free_port()
+    try:
+        settings = local.local_environment(
+            local.overlay_settings("gguf"), serve.default_cache_dir(), model="tiny", port=port,
+            overrides={"LLAMA_ARG_CTX_SIZE": "1024", **(overrides or {})},
+        )
+        process = local.start_server(settings, log_path, serve.stop_with_parent)
+    except DevloopError as error:
+        return {"error": str(error)}
+    url = f"http://127.0.0.1:{port}"
+
+    def exited() -> str | None:
+        return None if process.poll() is None else "llama-server exited"
+
+    report = health.wait_until_ready(url, timeout, interval=0.2, give_up=exited)
+    if not report.ready:
+        why = serve.explain_failure(process, log_path, report)
+        serve.stop_server(process)
+        return {"error": f"llama-server did not become ready: {why}"}
+    return asdict(EngineServer(url, report.model or "tiny", process.pid, str(log_path)))
+
+
+@pytest.fixture(scope="session")
+def llamacpp_server() -> EngineServer:
+    """The run's one llama-server (started on first use, stopped when the run ends)."""
+    from devloop.engine.llamacpp import binary
+
+    missing = binary.available()
+    if missing:
+        llamacpp_unavailable(missing)
+    state_dir = Path(os.environ[STATE_DIR_ENV])
+    state_file = state_dir / "llamacpp.json"
+    with open(state_dir / "llamacpp.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+        else:
+            state = start_llamacpp(state_dir / "llamacpp.log")
+            state_file.write_text(json.dumps(state))
+    if "error" in state:
+        pytest.fail(state["error"], pytrace=False)
+    return EngineServer(**state)

@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "devloop.engine.health",
     "devloop.engine.serve",
     "devloop.engine.tinymodel",
+    "devloop.engine.llamacpp.command",
     "devloop.manifests.validate",
     "devloop.bench.command",
     "devloop.bench.compare",

@@ -61,3 +61,19 @@ def test_streamed_chat_starts_with_the_role_and_adds_up_to_the_plain_answer(base
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == plain["choices"][0]["message"]["content"]
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+def test_tool_choice_auto_is_accepted(base_url, http, model):
+    """The overlays turn tool calling on (vLLM: --enable-auto-tool-choice with the model's
+    parser; llama-server: --jinja): without it vLLM answers `tool_choice: auto` with 400."""
+    response = http.post(f"{base_url}/v1/chat/completions", timeout=120, json={
+        "model": model, "messages": [{"role": "user", "content": "Weather in Seoul?"}],
+        "tools": [TOOL], "tool_choice": "auto", "max_tokens": 8, "temperature": 0})
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["role"] == "assistant"

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from devloop.engine.llamacpp import settings as llamacpp_settings
 from devloop.engine.settings import unknown_settings
 
 Obj = dict[str, Any]
@@ -31,6 +32,13 @@ DECODE_SPEED_ANNOTATION = "vllm-devloop/decode-tokens-per-second"
 ENGINE_TEARDOWN_SECONDS = 30
 # The gateway after its in-flight wait: closing its Redis and upstream sessions.
 GATEWAY_EXIT_SECONDS = 5
+# llama.cpp's engine (components/llamacpp): llama-server exits within a second of SIGTERM and
+# drains nothing itself (tools/server/server.cpp), so its preStop hook waits for the requests.
+LLAMACPP = ("llm-llamacpp", "llama-server")
+LLAMACPP_CONFIG = "llm-llamacpp-config"
+LLAMACPP_EXIT_SECONDS = 10
+# The wait in that hook: the llama-server gauges it polls, by name.
+LLAMACPP_DRAIN_GAUGE = "llamacpp:requests_(processing|deferred)"
 # Long-running containers that need no drain, each with the reason.
 DRAIN_EXEMPT = {
     "Deployment/llm-redis container redis": "a cache, not in the request path's answer: the "
@@ -95,6 +103,39 @@ def selector_violations(objects: list[Obj]) -> list[str]:
         ref = hpa["spec"]["scaleTargetRef"]
         if (ref["kind"], ref["name"]) not in targets:
             problems.append(f"HorizontalPodAutoscaler/{name(hpa)} targets missing {ref['kind']}/{ref['name']}")
+    return problems
+
+
+def _label_selector_matches(selector: Obj, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels, and matchExpressions with In, NotIn, Exists,
+    DoesNotExist) against an object's labels, as the API server reads it."""
+    if not all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        present = key in labels
+        if not {"In": present and labels.get(key) in values,
+                "NotIn": not present or labels.get(key) not in values,
+                "Exists": present, "DoesNotExist": not present}[operator]:
+            return False
+    return True
+
+
+def monitor_violations(objects: list[Obj]) -> list[str]:
+    """No ServiceMonitor selects two Services over the same pods (an engine's Service and its
+    headless -replicas twin): every pod would be scraped twice and every sum over the engine's
+    metrics would double."""
+    problems = []
+    services = of_kind(objects, "Service")
+    templates = pod_labels(objects)
+    for monitor in of_kind(objects, "ServiceMonitor"):
+        chosen = [svc for svc in services
+                  if _label_selector_matches(monitor["spec"]["selector"], svc["metadata"].get("labels", {}))]
+        for labels in templates:
+            over = [name(svc) for svc in chosen if selects(svc["spec"].get("selector", {}), labels)]
+            if len(over) > 1:
+                problems.append(f"ServiceMonitor/{name(monitor)} scrapes the same pods through "
+                                f"{', '.join(over)}")
     return problems
 
 
@@ -193,8 +234,10 @@ def engine_violations(objects: list[Obj]) -> list[str]:
     """The vLLM engine: a startup probe that outlasts a slow model load, and a memory limit that
     holds the KV cache and /dev/shm with room for weights and runtime."""
     problems = []
+    engine = next((w for w in workloads(objects) if name(w) == "llm-engine"), None)
+    if engine is None:  # an overlay of llama.cpp only (llamacpp_violations)
+        return problems
     config = next(obj for obj in of_kind(objects, "ConfigMap") if name(obj).startswith("llm-engine-config"))
-    engine = next(w for w in workloads(objects) if name(w) == "llm-engine")
     container = next(c for c in containers(engine) if c["name"] == "vllm")
     startup = container.get("startupProbe")
     if not startup:
@@ -218,6 +261,28 @@ def engine_violations(objects: list[Obj]) -> list[str]:
     if limit < kv_cache + shm_size + GiB:
         problems.append(f"llm-engine memory limit {limit / GiB:.1f} GiB does not cover KV cache "
                         f"{kv_cache / GiB:.1f} GiB + /dev/shm {shm_size / GiB:.1f} GiB + weights")
+    return problems
+
+
+def llamacpp_violations(objects: list[Obj]) -> list[str]:
+    """The llama.cpp engine: settings llama-server reads and devloop accepts (it ignores unknown
+    keys silently), probes on /health with a startup budget for a download, metrics on."""
+    engine = next((w for w in workloads(objects) if name(w) == LLAMACPP[0]), None)
+    if engine is None:
+        return []
+    container = next(c for c in containers(engine) if c["name"] == LLAMACPP[1])
+    problems = []
+    try:
+        llamacpp_settings.check(effective_env(objects, container))
+    except llamacpp_settings.ConfigError as error:
+        problems.append(f"{LLAMACPP[0]}: {error}")
+    startup = container.get("startupProbe", {})
+    budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    if budget < 600:
+        problems.append(f"{LLAMACPP[0]} startupProbe allows {budget}s to download and load (< 600s)")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        if container.get(probe, {}).get("httpGet", {}).get("path") != "/health":
+            problems.append(f"{LLAMACPP[0]} {probe} does not check /health")
     return problems
 
 
@@ -280,6 +345,9 @@ def engine_setting_violations(objects: list[Obj]) -> list[str]:
         if name(configmap).startswith("llm-engine-config"):
             problems += [f"{name(configmap)}: unknown engine setting {key}"
                          for key in unknown_settings(configmap.get("data") or {})]
+        if name(configmap).startswith(LLAMACPP_CONFIG):
+            problems += [f"{name(configmap)}: unknown llama-server setting {key}"
+                         for key in llamacpp_settings.unknown_keys(configmap.get("data") or {})]
     return problems
 
 
@@ -294,16 +362,37 @@ def effective_env(objects: list[Obj], container: Obj) -> dict[str, str]:
     return env
 
 
+# The engines whose Deployment records its decode speed, with the container and the setting
+# that bounds the longest answer in tokens.
+ENGINE_STREAMS = {
+    "llm-engine": ("vllm", "MAX_MODEL_LEN"),
+    LLAMACPP[0]: (LLAMACPP[1], "LLAMA_ARG_CTX_SIZE"),
+}
+
+
+def engine_stream_seconds(objects: list[Obj]) -> dict[str, float | None]:
+    """Each engine's longest answer in seconds: its context in tokens (a one-token prompt, the
+    rest output) at the per-stream decode speed of a full batch, which the Deployment records
+    in an annotation; None for an engine that does not say."""
+    found: dict[str, float | None] = {}
+    for workload in workloads(objects):
+        if name(workload) not in ENGINE_STREAMS:
+            continue
+        container_name, setting = ENGINE_STREAMS[name(workload)]
+        speed = workload["metadata"].get("annotations", {}).get(DECODE_SPEED_ANNOTATION)
+        container = next(c for c in containers(workload) if c["name"] == container_name)
+        tokens = int(effective_env(objects, container)[setting])
+        found[name(workload)] = None if speed is None else tokens / float(speed)
+    return found
+
+
 def longest_stream_seconds(objects: list[Obj]) -> float | None:
-    """How long the engine's longest answer streams: MAX_MODEL_LEN tokens (a one-token prompt,
-    the rest output) at the per-stream decode speed of a full batch, which the engine Deployment
-    records in an annotation. None when it does not say."""
-    engine = next((w for w in workloads(objects) if name(w) == "llm-engine"), None)
-    speed = (engine or {}).get("metadata", {}).get("annotations", {}).get(DECODE_SPEED_ANNOTATION)
-    if engine is None or speed is None:
+    """The longest answer of any engine in the objects (what the gateway must let through);
+    None when an engine does not record its speed."""
+    streams = engine_stream_seconds(objects)
+    if not streams or None in streams.values():
         return None
-    vllm = next(c for c in containers(engine) if c["name"] == "vllm")
-    return int(effective_env(objects, vllm)["MAX_MODEL_LEN"]) / float(speed)
+    return max(streams.values())
 
 
 def _int_setting(env: dict[str, str], key: str, default: int) -> int:
@@ -318,6 +407,13 @@ def _process_drain(workload: Obj, container: Obj, objects: list[Obj]) -> tuple[i
         # vLLM --shutdown-timeout: in-flight requests finish, new ones get HTTP 500.
         streams = _int_setting(env, "SHUTDOWN_TIMEOUT", 0)
         return streams + ENGINE_TEARDOWN_SECONDS, streams, "SHUTDOWN_TIMEOUT"
+    if (name(workload), container["name"]) == LLAMACPP:
+        # No drain of its own: the preStop hook serves on while requests are in flight.
+        streams = _prestop_sleep(container) - ENDPOINT_REMOVAL_SECONDS
+        if _llamacpp_drains(container):
+            streams = int(workload["spec"]["template"]["spec"].get(
+                "terminationGracePeriodSeconds", 30)) - LLAMACPP_EXIT_SECONDS - ENDPOINT_REMOVAL_SECONDS
+        return LLAMACPP_EXIT_SECONDS, streams, "the preStop drain (terminationGracePeriodSeconds)"
     if (name(workload), container["name"]) == ("llm-gateway", "gateway"):
         # Serves for GATEWAY_DRAIN_SECONDS (503 on /ready), then waits for in-flight requests.
         serving = _int_setting(env, "GATEWAY_DRAIN_SECONDS", 5)
@@ -327,14 +423,75 @@ def _process_drain(workload: Obj, container: Obj, objects: list[Obj]) -> tuple[i
 
 
 def _prestop_sleep(container: Obj) -> int:
-    """Seconds of the preStop hook's sleep action (or an exec of sleep N); 0 without one."""
+    """Seconds of the preStop hook's sleep action (or an exec of sleep N, or of a shell script
+    that starts with `sleep N;`); 0 without one."""
     pre_stop = container.get("lifecycle", {}).get("preStop", {})
     if "sleep" in pre_stop:
         return int(pre_stop["sleep"]["seconds"])
     command = pre_stop.get("exec", {}).get("command", [])
     if len(command) == 2 and command[0].rsplit("/", 1)[-1] == "sleep":
         return int(command[1])
-    return 0
+    script = re.match(r"sleep (\d+);", command[-1]) if command[-2:-1] == ["-c"] else None
+    return int(script.group(1)) if script else 0
+
+
+def _llamacpp_drains(container: Obj) -> bool:
+    """The preStop hook waits while llama-server's own gauges count requests in flight."""
+    command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    return bool(command) and LLAMACPP_DRAIN_GAUGE in command[-1] and "while" in command[-1]
+
+
+def _longest_through(workload: Obj, container: Obj, objects: list[Obj],
+                     by_engine: dict[str, float | None], overall: float | None) -> float | None:
+    """The longest stream a container must let finish: an engine's own; the gateway's, that of
+    the engine Services its UPSTREAM_URLS (or UPSTREAM_URL) name; anything else, the longest of all."""
+    if name(workload) in by_engine:
+        return by_engine[name(workload)]
+    env = effective_env(objects, container)
+    # UPSTREAM_URLS (the gateway's engines) wins over the one-engine UPSTREAM_URL, as in
+    # devloop.gateway.config.
+    upstreams = re.split(r"[,\s]+", env.get("UPSTREAM_URLS", "").strip()) or []
+    upstreams = [url for url in upstreams if url] or [env.get("UPSTREAM_URL", "")]
+    hosts = [re.sub(r"^https?://", "", url).split(":")[0].split("/")[0].split(".")[0]
+             for url in upstreams]
+    engines = [engine for host in hosts for engine in _engines_behind(host, objects, by_engine)]
+    if not engines:
+        return overall
+    known = [by_engine[engine] for engine in engines if by_engine[engine] is not None]
+    return max(known) if known else None
+
+
+def _engines_behind(service: str, objects: list[Obj], by_engine: dict[str, float | None]) -> list[str]:
+    """The engine Deployments whose pods the Service `service` selects (llm-engine-replicas, the
+    headless one, selects llm-engine's); [] for a Service that is not in the objects or selects
+    no engine, whose streams are then taken to be the longest of all."""
+    selector = next((obj["spec"].get("selector", {}) for obj in objects
+                     if obj["kind"] == "Service" and name(obj) == service), None)
+    if not selector:
+        return []
+    return [name(workload) for workload in workloads(objects) if name(workload) in by_engine
+            and selector.items() <= workload["spec"]["template"]["metadata"].get("labels", {}).items()]
+
+
+def longest_through_service(service: str, objects: list[Obj]) -> float | None:
+    """The longest stream a request to `service` may become: that of the engines it selects, or
+    for the caching gateway's Service, of the engines its UPSTREAM_URLS name; the longest of all
+    when that cannot be told."""
+    overall = longest_stream_seconds(objects)
+    by_engine = engine_stream_seconds(objects)
+    engines = _engines_behind(service, objects, by_engine)
+    if engines:
+        known = [by_engine[engine] for engine in engines if by_engine[engine] is not None]
+        return max(known) if known else None
+    selector = next((obj["spec"].get("selector", {}) for obj in objects
+                     if obj["kind"] == "Service" and name(obj) == service), None) or {}
+    for workload in workloads(objects):
+        if selector and selector.items() <= workload["spec"]["template"]["metadata"].get(
+                "labels", {}).items():
+            for container in containers(workload):
+                if _process_drain(workload, container, objects) is not None:
+                    return _longest_through(workload, container, objects, by_engine, overall)
+    return overall
 
 
 def drain_violations(objects: list[Obj]) -> list[str]:
@@ -342,10 +499,12 @@ def drain_violations(objects: list[Obj]) -> list[str]:
     endpoint is gone, its process may finish the longest stream after SIGTERM, and the grace
     period covers both (the kubelet SIGKILLs whatever still runs after it)."""
     problems = []
-    longest = longest_stream_seconds(objects)
-    if longest is None:
-        problems.append(f"Deployment/llm-engine has no {DECODE_SPEED_ANNOTATION} annotation: "
-                        "the drain cannot be checked against the longest stream")
+    overall = longest_stream_seconds(objects)
+    by_engine = engine_stream_seconds(objects)
+    for engine, seconds in by_engine.items():
+        if seconds is None:
+            problems.append(f"Deployment/{engine} has no {DECODE_SPEED_ANNOTATION} annotation: "
+                            "the drain cannot be checked against the longest stream")
     for workload in workloads(objects):
         pod = workload["spec"]["template"]["spec"]
         grace = int(pod.get("terminationGracePeriodSeconds", 30))
@@ -366,6 +525,7 @@ def drain_violations(objects: list[Obj]) -> list[str]:
             if grace < sleep + process:
                 problems.append(f"{where}: terminationGracePeriodSeconds {grace} < preStop "
                                 f"{sleep} s + drain {process} s: the kubelet kills it mid-drain")
+            longest = _longest_through(workload, container, objects, by_engine, overall)
             if longest is not None and streams < longest:
                 problems.append(f"{where}: {setting}={streams} s is shorter than the longest "
                                 f"stream ({longest:.0f} s): it would be cut off")
@@ -374,7 +534,9 @@ def drain_violations(objects: list[Obj]) -> list[str]:
 
 ALL_CHECKS = (
     engine_setting_violations,
+    llamacpp_violations,
     selector_violations,
+    monitor_violations,
     ingress_violations,
     reference_violations,
     container_violations,

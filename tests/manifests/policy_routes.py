@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import re
 
-from .policy import Obj, longest_stream_seconds, name, of_kind, selects, workloads
+from .policy import (
+    Obj,
+    engine_stream_seconds,
+    longest_stream_seconds,
+    longest_through_service,
+    name,
+    of_kind,
+    selects,
+    workloads,
+)
 
 GATEWAY_SERVICE = "llm-gateway"  # the caching gateway's Service (components/cache)
 ENGINE = "llm-engine"
@@ -78,8 +87,8 @@ def _timeout_violations(route: str, timeouts: Obj, longest: float | None) -> lis
 
 def route_violations(objects: list[Obj]) -> list[str]:
     """Every HTTPRoute rule goes to the caching gateway (or a pool) with timeouts that outlast the
-    longest stream, the bound the drain policy derives (policy.longest_stream_seconds)."""
-    longest = longest_stream_seconds(objects)
+    longest stream its backends can send, the bound the drain policy derives: the engines behind
+    the gateway (its UPSTREAM_URLS) or behind the pool."""
     problems = []
     for route in of_kind(objects, "HTTPRoute"):
         for rule in route["spec"].get("rules", []):
@@ -88,8 +97,25 @@ def route_violations(objects: list[Obj]) -> list[str]:
                 problems.append(f"HTTPRoute/{name(route)} has a rule without a backend")
             for ref in refs:
                 problems += _backend_violations(name(route), ref, objects)
+            longest = _longest_behind(refs, objects)
             problems += _timeout_violations(name(route), rule.get("timeouts", {}), longest)
     return problems
+
+
+def _longest_behind(refs: list[Obj], objects: list[Obj]) -> float | None:
+    """The longest stream any of a rule's backends may send (None when unknown)."""
+    found = []
+    by_engine = engine_stream_seconds(objects)
+    for ref in refs:
+        if _backend_kind(ref) == INFERENCE_POOL:
+            pools = [pool for pool in of_kind(objects, "InferencePool") if name(pool) == ref["name"]]
+            selector = pools[0]["spec"]["selector"]["matchLabels"] if pools else {}
+            found += [by_engine.get(name(w)) for w in workloads(objects) if name(w) in by_engine
+                      and selects(selector, w["spec"]["template"]["metadata"].get("labels", {}))]
+        else:
+            found.append(longest_through_service(ref["name"], objects))
+    known = [seconds for seconds in found if seconds is not None]
+    return max(known) if known else longest_stream_seconds(objects)
 
 
 def _container_ports(workload: Obj) -> list[int]:

@@ -235,3 +235,12 @@ def test_an_engine_without_its_decode_speed_cannot_be_checked(render_target):
         ("Deployment/llm-engine has no vllm-devloop/decode-tokens-per-second annotation: the "
          "drain cannot be checked against the longest stream")
     ]
+
+
+def test_a_service_monitor_over_an_engine_and_its_headless_twin_is_caught(render_target):
+    objects = _objects(render_target)
+    monitor = _find(objects, "ServiceMonitor", "llm-engine")
+    del monitor["spec"]["selector"]["matchExpressions"]
+    assert policy.monitor_violations(objects) == [
+        "ServiceMonitor/llm-engine scrapes the same pods through llm-engine, llm-engine-replicas"
+    ]

@@ -14,9 +14,9 @@ from .conftest import COMPONENTS, OVERLAYS, ROOT
 
 
 def test_the_overlays_and_components_are_the_designed_ones():
-    assert OVERLAYS == ["dev", "optimized"]
-    assert COMPONENTS == ["autoscaling", "cache", "gateway-api", "inference-pool", "ingress", "logging",
-                          "monitoring", "security"]
+    assert OVERLAYS == ["dev", "gguf", "multi", "optimized"]
+    assert COMPONENTS == ["autoscaling", "cache", "gateway-api", "inference-pool", "ingress",
+                          "llamacpp", "logging", "monitoring", "security"]
 
 
 def test_optimized_carries_the_guides_tuned_settings(render_target):
@@ -71,7 +71,7 @@ def test_unknown_overlay_names_the_available_ones():
     )
     assert result.returncode == 2
     assert result.stdout == ""
-    assert "unknown overlay 'prod'; the overlays are: dev, optimized" in result.stderr
+    assert "unknown overlay 'prod'; the overlays are: dev, gguf, multi, optimized" in result.stderr
 
 
 def test_render_prints_exactly_what_kubectl_kustomize_renders():

@@ -20,6 +20,26 @@ from .tilt_records import Blob, TiltfileError, TriggerMode, image_name, pod_cont
 ENGINE_IMAGE, GATEWAY_IMAGE = "vllm-devloop", "vllm-devloop-gateway"
 IMAGES = (ENGINE_IMAGE, GATEWAY_IMAGE)
 ENGINE, GATEWAY, REDIS = "llm-engine", "llm-gateway", "llm-redis"
+# The engine workload and its container per overlay: vLLM's, or llama.cpp's in the gguf overlay.
+LLAMACPP_OVERLAYS = {"gguf"}
+
+
+def engine_of(overlay: str) -> str:
+    return "llm-llamacpp" if overlay in LLAMACPP_OVERLAYS else ENGINE
+
+
+def engine_container_of(overlay: str) -> str:
+    return "llama-server" if overlay in LLAMACPP_OVERLAYS else "vllm"
+
+
+def images_of(overlay: str) -> tuple[str, ...]:
+    """The images of ours an overlay runs: llama.cpp's engine is an upstream image, so the gguf
+    overlay builds the gateway's alone."""
+    return (GATEWAY_IMAGE,) if overlay in LLAMACPP_OVERLAYS else IMAGES
+
+
+# Every (overlay, image) pair the overlay builds.
+OVERLAY_IMAGES = [(overlay, image) for overlay in OVERLAYS for image in images_of(overlay)]
 LOCAL_CONTEXTS = ["docker-desktop", "kind-kind", "kind-vllm", "k3d-dev", "minikube", "orbstack",
                   "rancher-desktop"]
 REMOTE_CONTEXTS = ["gke_acme-prod_europe-west1_main", "arn:aws:eks:eu-west-1:1234:cluster/prod",
@@ -118,7 +138,7 @@ def test_each_built_image_is_used_by_the_manifests_and_vice_versa(tilt_up, overl
     # Images from this repository have no registry host; everything else is pulled (redis:...).
     from_repo = {name for name in used if "/" not in name and name.startswith("vllm-devloop")}
     assert from_repo <= built, f"deployed but not built: {from_repo - built}"
-    assert built == set(IMAGES), "every overlay runs the engine and the gateway"
+    assert built == set(images_of(overlay)), "every overlay runs the gateway, and vLLM's engine if it has it"
 
 
 @overlays
@@ -131,9 +151,10 @@ def test_the_images_build_from_the_repository_root_with_image_dockerfile(tilt_up
 @overlays
 def test_image_platform_is_the_hosts_unless_overridden(overlay):
     _, rec = evaluate(args=[f"--overlay={overlay}"])
-    assert [b.platform for b in rec.docker_builds] == ["", ""], "empty: Docker builds for the host"
+    count = len(images_of(overlay))
+    assert [b.platform for b in rec.docker_builds] == [""] * count, "empty: Docker builds for the host"
     _, rec = evaluate(args=[f"--overlay={overlay}", "--platform=linux/amd64"])
-    assert [b.platform for b in rec.docker_builds] == ["linux/amd64"] * 2
+    assert [b.platform for b in rec.docker_builds] == ["linux/amd64"] * count
 
 
 PODMAN_DOCKER_HOST = "unix:///run/podman/podman.sock"
@@ -161,8 +182,7 @@ def test_docker_hosts_other_than_podman_build_with_the_engines_default():
         assert rec.failure is None and len(rec.docker_builds) == len(IMAGES)
 
 
-@overlays
-@pytest.mark.parametrize("image", IMAGES)
+@pytest.mark.parametrize(("overlay", "image"), OVERLAY_IMAGES)
 def test_build_context_holds_every_file_the_dockerfile_copies(tilt_up, overlay, dockerfile, image):
     """Each COPY source is in the context: whole, or (a directory) through the parts of it that
     docker_build(only=...) names."""
@@ -185,7 +205,7 @@ def test_build_context_holds_every_file_the_dockerfile_copies(tilt_up, overlay, 
 def test_port_forwards_reach_ports_the_containers_declare(tilt_up, overlay):
     _, resources = tilt_up(overlay)
     forwards = {name: r.port_forwards for name, r in resources.items() if r.port_forwards}
-    assert {pf.local_port for pf in forwards[ENGINE]} == {8000}
+    assert {pf.local_port for pf in forwards[engine_of(overlay)]} == {8000}
     assert {pf.local_port for pf in forwards[GATEWAY]} == {8080}
     local_ports = [pf.local_port for pfs in forwards.values() for pf in pfs]
     assert len(local_ports) == len(set(local_ports)), "two forwards on one local port"
@@ -201,7 +221,7 @@ def test_port_forwards_reach_ports_the_containers_declare(tilt_up, overlay):
 def test_configured_resources_are_workloads_that_exist(tilt_up, overlay):
     rec, resources = tilt_up(overlay)
     workloads = _workloads(resources)
-    assert {ENGINE, GATEWAY, REDIS} <= set(workloads)
+    assert {engine_of(overlay), GATEWAY, REDIS} <= set(workloads)
     for call in rec.k8s_resource_calls:
         if call["workload"]:
             assert call["workload"] in workloads
@@ -226,23 +246,23 @@ def test_workloads_wait_for_what_their_pods_need(tilt_up, overlay):
 def test_gateway_waits_for_redis_and_not_for_the_engine(tilt_up, overlay):
     _, resources = tilt_up(overlay)
     assert REDIS in resources[GATEWAY].resource_deps
-    assert ENGINE not in resources[GATEWAY].resource_deps, "the model load would hold the gateway"
+    assert engine_of(overlay) not in resources[GATEWAY].resource_deps, "the model load would hold the gateway"
 
 
 @overlays
 def test_engine_readiness_waits_for_the_pod_whose_startup_probe_allows_a_slow_load(tilt_up, overlay):
     _rec, resources = tilt_up(overlay)
-    assert resources[ENGINE].pod_readiness in ("", "wait")
-    engine = resources[ENGINE].workload
-    vllm = next(c for c in pod_containers(engine) if c["name"] == "vllm")
-    probe = vllm["startupProbe"]
+    assert resources[engine_of(overlay)].pod_readiness in ("", "wait")
+    engine = resources[engine_of(overlay)].workload
+    container = next(c for c in pod_containers(engine) if c["name"] == engine_container_of(overlay))
+    probe = container["startupProbe"]
     assert probe["periodSeconds"] * probe["failureThreshold"] >= 600, "under 10 minutes to load"
 
 
 @overlays
 def test_resources_are_grouped_by_label(tilt_up, overlay):
     _, resources = tilt_up(overlay)
-    assert resources[ENGINE].labels == ["engine"]
+    assert resources[engine_of(overlay)].labels == ["engine"]
     assert resources[GATEWAY].labels == resources[REDIS].labels == ["cache"]
     assert all(r.labels for r in resources.values()), [n for n, r in resources.items() if not r.labels]
 
@@ -254,7 +274,9 @@ def test_overlays_without_live_update_update_on_the_button(tilt_up):
         rec, resources = tilt_up(overlay)
         live = any(build.live_update for build in rec.docker_builds)
         expected = TriggerMode.AUTO if live else TriggerMode.MANUAL
-        for name in (ENGINE, GATEWAY):
+        # The llama.cpp engine runs an upstream image Tilt does not build: only the gateway.
+        names = (GATEWAY,) if overlay in LLAMACPP_OVERLAYS else (ENGINE, GATEWAY)
+        for name in names:
             assert resources[name].trigger_mode == expected, (overlay, name)
 
 
@@ -264,8 +286,10 @@ def test_overlays_without_live_update_update_on_the_button(tilt_up):
 @overlays
 def test_buttons_are_manual_and_never_run_at_tilt_up(tilt_up, overlay):
     _, resources = tilt_up(overlay)
+    e2e = ("pytest tests/e2e/llamacpp/" if overlay in LLAMACPP_OVERLAYS
+           else "pytest tests/e2e --base-url http://localhost:8000")
     for name, command in (("health", "devloop health --url http://localhost:8000 --wait"),
-                          ("e2e", "pytest tests/e2e --base-url http://localhost:8000")):
+                          ("e2e", e2e)):
         button = resources[name]
         assert button.kind == "local"
         assert command in button.cmd

@@ -12,7 +12,10 @@ from .conftest import CRD_FILES, OVERLAYS, ROOT, TILTFILE, evaluate
 from .fake_kubectl import FakeCluster
 from .tilt_api import TiltEnvironment
 
-overlays = pytest.mark.parametrize("overlay", OVERLAYS)
+# The overlays whose only engine is vLLM's; the gguf overlay's llama.cpp engine and the multi
+# overlay's two have their own tests (test_tiltfile_llamacpp.py, test_tiltfile_multi.py).
+overlays = pytest.mark.parametrize("overlay", [name for name in OVERLAYS
+                                               if name not in ("gguf", "multi")])
 
 
 def _engine(objects: list[dict]) -> dict:

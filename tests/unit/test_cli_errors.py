@@ -20,7 +20,11 @@ BROKEN = [
     (["entrypoint"], {"MAX_MODEL_LEN": "lots"}, 2),
     (["health", "--url", "http://127.0.0.1:1"], {}, 3),
     (["serve", "--overlay", "nosuch"], {}, 2),
+    (["serve", "--overlay", "multi", "--model", "tiny"], {}, 2),  # two engines: --engine says which
+    (["serve", "--overlay", "dev", "--engine", "llamacpp"], {}, 2),
     (["model", "generate", "--shape", "nosuch"], {}, 2),
+    (["llamacpp", "which"], {"DEVLOOP_LLAMA_SERVER": "/nonexistent/llama-server"}, 1),
+    (["llamacpp", "tiny-gguf", "--out", "/"], {}, 2),
     (["validate", "--overlay", "nosuch"], {}, 2),
     (["bench", "--url", "http://127.0.0.1:1", "--concurrency", "x"], {}, 2),
     (["bench", "--url", "http://127.0.0.1:1"], {}, 1),

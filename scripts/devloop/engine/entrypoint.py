@@ -40,7 +40,28 @@ def resolve_model(config: EngineConfig) -> EngineConfig:
     log.info("model %s: generating the offline random-weight model (unless it is cached)",
              TINY_MODEL)
     path = tinymodel.ensure_model("tiny", cache_dir=Path(config.hf_home) / tinymodel.CACHE_SUBDIR)
-    return replace(config, model=str(path))
+    return replace(config, model=str(path), extra_args=without_reasoning_parser(config.extra_args))
+
+
+def without_reasoning_parser(extra_args: list[str]) -> list[str]:
+    """EXTRA_ARGS minus --reasoning-parser, for the tiny model: vLLM's reasoning parsers look up
+    <think> and </think> in the tokenizer when the server starts and refuse to start without
+    them (vllm/reasoning/basic_parsers.py), and the generator's tokenizer has neither. An
+    overlay's thinking model keeps its parser; `--model tiny` serves without one."""
+    kept: list[str] = []
+    skip_value = False
+    for arg in extra_args:
+        if skip_value:
+            skip_value = False
+            continue
+        if arg == "--reasoning-parser":
+            skip_value = True
+            continue
+        if not arg.startswith("--reasoning-parser="):
+            kept.append(arg)
+    if kept != extra_args:
+        log.info("the tiny model has no <think> tokens: serving it without --reasoning-parser")
+    return kept
 
 
 def fall_back_from_amx(config: EngineConfig, status: amx.AmxStatus) -> EngineConfig:

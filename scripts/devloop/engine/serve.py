@@ -22,6 +22,7 @@ from devloop.common.errors import DevloopError, UsageError
 from devloop.common.ports import check_port
 from devloop.engine import crash, health, phases
 from devloop.engine import settings as engine_settings
+from devloop.engine.llamacpp import local as llamacpp_local
 from devloop.manifests import kustomize
 
 log = logging.getLogger("devloop.serve")
@@ -31,6 +32,9 @@ POD_MODEL_VOLUME = "/models"
 CACHE_DIR_ENV = "DEVLOOP_CACHE_DIR"
 # Ctrl-C: how long vLLM may finish its requests in flight before it is killed.
 STOP_GRACE_SECONDS = 30.0
+
+
+ENGINES = ("vllm", "llamacpp")
 
 
 def default_cache_dir() -> Path:
@@ -174,6 +178,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "ready; Ctrl-C stops the server.",
     )
     parser.add_argument("--overlay", default="dev", help="overlay name (default: dev)")
+    parser.add_argument("--engine", choices=ENGINES,
+                        help="which engine of an overlay that has both (multi): vllm or llamacpp; "
+                        "one serve runs one engine")
     parser.add_argument("--model", help="replace MODEL_NAME, e.g. `tiny` for the offline model")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
@@ -189,13 +196,18 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _parse_overrides(items: list[str]) -> dict[str, str]:
+def _parse_pairs(items: list[str]) -> dict[str, str]:
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set MAX_NUM_SEQS=2")
         overrides[key] = value
+    return overrides
+
+
+def _parse_overrides(items: list[str]) -> dict[str, str]:
+    overrides = _parse_pairs(items)
     unknown = engine_settings.unknown_settings(overrides)
     if unknown:
         raise UsageError(
@@ -225,34 +237,74 @@ def _starting(process: subprocess.Popen, log_path: Path) -> Callable[[], str]:
     return describe
 
 
+def _chosen_llamacpp_settings(overlay: str, engine: str | None) -> dict[str, str] | None:
+    """The llama.cpp settings when serve is to run llama-server, None for vLLM. An overlay with
+    both engines (multi) needs --engine: serve runs one server, and guessing would leave the
+    user wondering where the other model went."""
+    llama = llamacpp_local.overlay_settings(overlay)
+    has_vllm = _has_vllm_engine(overlay)
+    if llama is not None and has_vllm and engine is None:
+        raise UsageError(
+            f"overlay {overlay} has two engines, vLLM and llama.cpp: serve one with "
+            "--engine vllm or --engine llamacpp (each on its own --port), and put "
+            "`devloop gateway --upstream URL --upstream URL` in front (docs/routing.md)"
+        )
+    if engine == "llamacpp" and llama is None:
+        raise UsageError(f"--engine llamacpp: overlay {overlay} has no llama.cpp engine")
+    if engine == "vllm" and not has_vllm:
+        raise UsageError(f"--engine vllm: overlay {overlay} has no vLLM engine")
+    return None if engine == "vllm" else llama
+
+
+def _has_vllm_engine(overlay: str) -> bool:
+    objects = kustomize.load_objects(kustomize.render_overlay(overlay))
+    return any(obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith(ENGINE_CONFIGMAP)
+               for obj in objects)
+
+
 def run(args: argparse.Namespace) -> int:
     logs.configure_logging()
     # Every argument and setting first (overlay name, --set keys and values, then the port):
     # each mistake is named as itself, with exit code 2, before anything starts.
-    overrides = _parse_overrides(args.overrides)
+    # An overlay whose engine is llama.cpp (the gguf overlay) runs llama-server instead, with
+    # its own settings (LLAMA_ARG_*, checked by devloop.engine.llamacpp.settings).
+    llama = _chosen_llamacpp_settings(args.overlay, args.engine)
+    overrides = _parse_pairs(args.overrides) if llama is not None else _parse_overrides(args.overrides)
     for key, flag in (("PORT", "--port"), ("HOST", "--host")):
         if key in overrides:
             # serve checks, polls and prints the address of its flags: a --set would move the
             # server away from where serve looks for it.
             raise UsageError(f"--set {key}: pass {flag} instead (serve listens where {flag} says)")
     cache_dir = args.cache_dir or default_cache_dir()
-    settings = local_environment(
-        args.overlay, model=args.model, port=args.port, host=args.host,
-        overrides=overrides, cache_dir=cache_dir,
-    )
+    if llama is not None:
+        settings = llamacpp_local.local_environment(
+            llama, cache_dir, model=args.model, port=args.port, host=args.host,
+            overrides=overrides,
+        )
+        model_name = settings.get("LLAMA_ARG_MODEL") or settings.get("LLAMA_ARG_HF_REPO")
+    else:
+        settings = local_environment(
+            args.overlay, model=args.model, port=args.port, host=args.host,
+            overrides=overrides, cache_dir=cache_dir,
+        )
+        model_name = settings.get("MODEL_NAME")
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: give a port from 1 to 65535")
-    check_settings(settings)
+    if llama is None:
+        check_settings(settings)
     check_port(args.host, args.port, "pass --host with an address of this machine (default "
                "127.0.0.1)", "stop it or pass --port")
     log_path = cache_dir / "logs" / f"serve-{args.overlay}-{args.port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text("")
     url = f"http://{args.host}:{args.port}"
-    log.info("serving overlay %s (model %s) at %s", args.overlay, settings.get("MODEL_NAME"), url)
+    log.info("serving overlay %s (model %s) at %s", args.overlay, model_name, url)
     log.info("server log: %s", log_path)
 
-    process = start_server(settings, log_path)
+    if llama is not None:
+        process = llamacpp_local.start_server(settings, log_path, stop_with_parent)
+    else:
+        process = start_server(settings, log_path)
     # A SIGTERM to `devloop serve` (a supervisor, CI) must stop vLLM too, as Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -26,6 +26,7 @@ from yarl import URL
 from devloop.gateway.config import GatewayConfig
 from devloop.gateway.errors import as_openai_error, error_body
 from devloop.gateway.metrics import GatewayMetrics, ReplicaCollector
+from devloop.gateway.reasoning import StreamNormalizer, normalize_json_bytes
 from devloop.gateway.routing.endpoints import Endpoint, EndpointPool
 from devloop.gateway.routing.health import HealthMonitor
 from devloop.gateway.routing.router import NoEndpoint, Router, is_retryable_answer, target_for
@@ -289,6 +290,9 @@ class Upstream:
         if status >= 400:
             payload = as_openai_error(status, payload, content_type)
             content_type = "application/json"
+        elif content_type.startswith("application/json"):
+            # The thinking under both names, whichever engine answered (devloop.gateway.reasoning).
+            payload = normalize_json_bytes(payload)
         return UpstreamAnswer(status, payload, content_type, elapsed, kept)
 
     async def stream(
@@ -329,11 +333,21 @@ class Upstream:
                 },
             )
             await response.prepare(request)
+            # Each event's thinking under both names (devloop.gateway.reasoning), as recorded.
+            normalizer = StreamNormalizer()
             try:
-                async for chunk in upstream.content.iter_any():
+                async for piece in upstream.content.iter_any():
+                    chunk = normalizer.feed(piece)
+                    if not chunk:
+                        continue
                     await response.write(chunk)
                     if recorder is not None:
                         recorder.feed(chunk)
+                rest = normalizer.flush()
+                if rest:
+                    await response.write(rest)
+                    if recorder is not None:
+                        recorder.feed(rest)
             except (TimeoutError, aiohttp.ClientError) as error:
                 if isinstance(error, ConnectionResetError):
                     # Our client hung up. Returning leaves `async with upstream`, which closes

@@ -52,7 +52,11 @@ def parse(parser, args: list[str]):
         raise AssertionError(f"vLLM's parser rejected {args}") from exited
 
 
-@pytest.mark.parametrize("overlay", kustomize.overlay_names(ROOT))
+# The overlays whose engine is vLLM (the gguf overlay runs llama.cpp: tests/e2e/llamacpp).
+VLLM_OVERLAYS = [name for name in kustomize.overlay_names(ROOT) if name != "gguf"]
+
+
+@pytest.mark.parametrize("overlay", VLLM_OVERLAYS)
 def test_every_overlays_arguments_are_accepted_by_vllms_parser(overlay, tmp_path, vllm_parser):
     from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
 
@@ -90,7 +94,7 @@ def _vllm_keys_in(overlay: str, tmp_path: Path) -> set[str]:
     return {key for key in env if key.startswith("VLLM_")}
 
 
-@pytest.mark.parametrize("overlay", kustomize.overlay_names(ROOT))
+@pytest.mark.parametrize("overlay", VLLM_OVERLAYS)
 def test_every_vllm_variable_in_the_manifests_and_the_entrypoint_is_one_vllm_reads(
     overlay, tmp_path
 ):

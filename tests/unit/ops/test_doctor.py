@@ -358,7 +358,7 @@ def test_json_report_carries_every_check(tmp_path):
     statuses = {check["name"]: check["status"] for check in report["checks"]}
     assert list(statuses) == ["kubectl", "context", "cluster", "resources", "architecture", "tilt",
                               "ingress", "crds", "gateway-api", "networkpolicy", "model-cache",
-                              "metrics-server"]
+                              "metrics-server", "llamacpp"]
     assert statuses["kubectl"] == "pass" and statuses["context"] == "fail"
     assert statuses["tilt"] == "warn"
 
@@ -388,4 +388,4 @@ def test_gathering_reads_the_overlay_and_this_host(tmp_path):
 
 def test_an_unknown_overlay_is_a_usage_error(tmp_path):
     done = run_doctor(tmp_path, "", "--overlay", "nope")
-    assert done.returncode == 2 and "dev, optimized" in done.stderr
+    assert done.returncode == 2 and "dev, gguf, multi, optimized" in done.stderr

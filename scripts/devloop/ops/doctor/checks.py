@@ -372,10 +372,50 @@ def check_network_policy(facts: Facts) -> CheckResult:
     return CheckResult(name, WARN, f"cannot tell whether NetworkPolicy is enforced ({found})", fix)
 
 
+# The guide's Q4_K_M file (bartowski's export of DeepSeek-R1-0528-Qwen3-8B): 5.03 GB. A cache
+# smaller than the file cannot hold it; the download fails at the end, after minutes.
+GGUF_MODEL_BYTES = 5_027_783_488
+# The Docker Desktop VM each llama.cpp overlay is sized for (docs/llamacpp.md, docs/routing.md).
+DOCKER_DESKTOP_MEMORY = {"gguf": "8 GB", "multi": "10 GB"}
+
+
+def check_llamacpp(facts: Facts) -> CheckResult:
+    """An overlay with a llama.cpp engine (gguf alone, multi beside vLLM): its image comes from
+    ghcr.io (multi-arch: no emulation on Apple Silicon), its first start downloads the model into
+    the model cache, and the nodes hold its memory limit and those of the engines beside it."""
+    name = "llamacpp"
+    needs = facts.llamacpp
+    if needs is None:
+        return CheckResult(name, PASS, f"overlay {facts.overlay} runs no llama.cpp engine")
+    fetches = (f"pulls {needs.image} (amd64 and arm64 builds: native on Apple Silicon)"
+               + (f", and its first start downloads {needs.model} from huggingface.co into the "
+                  "model-cache volume (once; the pod needs egress to huggingface.co)"
+                  if needs.downloads else f", serving {needs.model}"))
+    if needs.downloads and needs.cache_request_bytes < GGUF_MODEL_BYTES * 1.2:
+        return CheckResult(name, FAIL, fetches + f"; the model cache asks for only "
+                           f"{_gib(needs.cache_request_bytes)}, less than the file and headroom",
+                           "raise the PersistentVolumeClaim's storage request in the overlay")
+    if needs.beside:
+        fetches += (f"; beside {', '.join(needs.beside)} (memory limits "
+                    f"{_gib(needs.memory_limit_bytes)} + {_gib(needs.beside_limit_bytes)})")
+    memory = sum(node.memory_bytes for node in facts.nodes)
+    engines = needs.memory_limit_bytes + needs.beside_limit_bytes
+    if facts.nodes and engines > memory:
+        what = ("the engines' memory limits (" + _gib(engines) + ") exceed" if needs.beside
+                else "its memory limit " + _gib(engines) + " exceeds")
+        size = DOCKER_DESKTOP_MEMORY.get(facts.overlay)
+        return CheckResult(name, FAIL, fetches + f"; {what} the nodes' {_gib(memory)}",
+                           "give the VM more memory (Docker Desktop: Settings > Resources > Memory"
+                           + (f": {size} for the {facts.overlay} overlay" if size else "")
+                           + "), or serve the GGUF model without a cluster: "
+                           "`devloop serve --overlay gguf` (docs/llamacpp.md)")
+    return CheckResult(name, PASS, fetches)
+
+
 CHECKS: tuple[Callable[[Facts], CheckResult], ...] = (
     check_kubectl, check_context, check_reachable, check_resources, check_architecture,
     check_tilt, check_ingress, check_crds, check_gateway_api, check_network_policy,
-    check_model_cache, check_metrics_server,
+    check_model_cache, check_metrics_server, check_llamacpp,
 )
 
 

@@ -73,6 +73,7 @@ def overlay_facts(objects: list[dict[str, Any]]) -> dict[str, Any]:
             pvcs[0]["spec"].get("resources", {}).get("requests", {}).get("storage", 0)) if pvcs else 0,
         "has_hpa": any(obj.get("kind") == "HorizontalPodAutoscaler" for obj in objects),
         **doctor_facts.gateway_api_needs(objects),
+        "llamacpp": doctor_facts.llamacpp_needs(objects),
     }
 
 

@@ -76,6 +76,20 @@ class GatewayClass:
     message: str = ""           # that condition's message when it is not
 
 
+@dataclass(frozen=True)
+class LlamacppNeeds:
+    """What a llama.cpp engine (components/llamacpp) fetches on its first start."""
+
+    image: str                # pulled from its registry (ghcr.io), multi-arch
+    model: str                # LLAMA_ARG_HF_REPO (downloaded into the model cache) or a path
+    downloads: bool           # whether the first start downloads the model
+    memory_limit_bytes: int   # the engine container's limit: the node must hold it
+    cache_request_bytes: int  # the model-cache PVC's request
+    # The other engines' memory limits (the multi overlay's vLLM engine): held beside it.
+    beside_limit_bytes: int = 0
+    beside: tuple[str, ...] = ()  # those engines' Deployments
+
+
 @dataclass
 class Facts:
     """Everything the checks look at. None means "could not be found out" (not "absent")."""
@@ -119,6 +133,7 @@ class Facts:
     image_tools: tuple[str, ...] = ()        # the container CLIs that answered (docker, podman)
     docker_default_platform: str = ""        # $DOCKER_DEFAULT_PLATFORM
     tilt_version: str | None = None          # None: tilt not on PATH
+    llamacpp: LlamacppNeeds | None = None    # the overlay's llama.cpp engine; None: it has none
 
 
 # ---- parsers (pure: they take what kubectl, docker or the overlay said) ----------------------
@@ -374,3 +389,33 @@ def parse_image_list(text: str, tool: str, repository: str = IMAGE_REPOSITORY) -
 
 def newest_image(images: list[LocalImage]) -> LocalImage | None:
     return max(images, key=lambda image: image.created, default=None)
+
+
+def llamacpp_needs(objects: list[dict[str, Any]]) -> LlamacppNeeds | None:
+    """The llama.cpp engine's image, model and memory limit from a rendered overlay."""
+    engine = next((obj for obj in objects if obj.get("kind") == "Deployment"
+                   and obj["metadata"]["name"] == "llm-llamacpp"), None)
+    if engine is None:
+        return None
+    container = next(c for c in engine["spec"]["template"]["spec"]["containers"]
+                     if c["name"] == "llama-server")
+    env: dict[str, str] = {}
+    configmaps = {obj["metadata"]["name"]: obj.get("data") or {} for obj in objects
+                  if obj.get("kind") == "ConfigMap"}
+    for source in container.get("envFrom", []):
+        env.update(configmaps.get(source.get("configMapRef", {}).get("name", ""), {}))
+    repo = env.get("LLAMA_ARG_HF_REPO", "")
+    pvcs = [obj for obj in objects if obj.get("kind") == "PersistentVolumeClaim"]
+    request = pvcs[0]["spec"]["resources"]["requests"]["storage"] if pvcs else "0"
+    others = [obj for obj in objects if obj.get("kind") == "Deployment" and obj is not engine
+              and obj["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "engine"]
+    return LlamacppNeeds(
+        image=container["image"],
+        model=repo or env.get("LLAMA_ARG_MODEL", ""),
+        downloads=bool(repo),
+        memory_limit_bytes=parse_memory_bytes(container["resources"]["limits"]["memory"]),
+        cache_request_bytes=parse_memory_bytes(request),
+        beside_limit_bytes=sum(int(obj["spec"].get("replicas", 1))
+                               * _pod_resources(obj["spec"]["template"]["spec"])[3] for obj in others),
+        beside=tuple(obj["metadata"]["name"] for obj in others),
+    )
