@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -122,19 +123,63 @@ def start_server(settings: Mapping[str, str], log_path: Path) -> subprocess.Pope
 
 
 def stop_server(process: subprocess.Popen, grace: float = 30.0) -> None:
-    """SIGTERM the server's process group (vLLM shuts its engine down), SIGKILL after `grace`."""
-    if process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+    """SIGTERM the server's process group (vLLM shuts its engine down), SIGKILL after `grace`.
+    Returns once every process of the group is gone, not only the one started: vLLM's engine
+    core and workers can outlive its API server for seconds, still holding their memory and
+    cores, and a server started again at once (a restart, the next test) would share them."""
+    deadline = time.monotonic() + grace
+    if process.poll() is None:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            if not _signal_group(process.pid, sig):
+                return
+            try:
+                process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    _wait_group_gone(process.pid, deadline)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to the process group; False when no process of it is left."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # macOS: a group whose processes are all zombies
+        return False
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live process of the group is left. Zombies do not count: an orphan's zombie
+    waits for PID 1 to reap it, and in a container whose PID 1 never does, it would wait
+    forever. Linux reads /proc; elsewhere a signal 0 tells (zombies included)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return _signal_group(pgid, 0)
+    for stat in proc.glob("[0-9]*/stat"):
         try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited while we looked
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _wait_group_gone(pgid: int, deadline: float) -> None:
+    """Wait for the rest of the group (the leader is reaped), SIGKILL what is left at
+    `deadline`, then wait for that too (a few seconds at most)."""
+    killed = False
+    while _group_alive(pgid):
+        if time.monotonic() >= deadline:
+            if killed:
+                return  # unkillable (uninterruptible I/O): nothing more to do from here
+            _signal_group(pgid, signal.SIGKILL)
+            killed, deadline = True, time.monotonic() + 10.0
+        time.sleep(0.1)
 
 
 def read_log(log_path: Path) -> str:

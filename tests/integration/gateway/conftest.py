@@ -30,10 +30,19 @@ RESTART_READY_TIMEOUT = 900.0
 class EngineReplica:
     """One vLLM server process: `devloop entrypoint` with the dev overlay's settings, as a pod."""
 
-    log_path: Path
+    log_dir: Path
+    name: str
     cpu: int  # the one core its OpenMP threads are bound to, as a pod has its own CPUs
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    starts: int = 0
+
+    @property
+    def log_path(self) -> Path:
+        """This start's log: a restart writes its own, so that a failure is explained from the
+        restarted process's lines, not from the shutdown the previous one logged."""
+        suffix = "" if self.starts <= 1 else f".restart-{self.starts - 1}"
+        return self.log_dir / f"{self.name}{suffix}.log"
 
     @property
     def url(self) -> str:
@@ -42,6 +51,7 @@ class EngineReplica:
     def start(self) -> None:
         from devloop.engine import serve
 
+        self.starts += 1
         settings = serve.local_environment(
             "dev", model="tiny", port=self.port,
             # A short drain: SIGTERM lets in-flight requests finish for up to 30 s.
@@ -95,7 +105,7 @@ def vllm_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Eng
         pytest.skip("vLLM is not installed in this environment: run `bash scripts/bootstrap.sh`")
     logs = tmp_path_factory.mktemp("replicas")
     cpus = sorted(os.sched_getaffinity(0))
-    replicas = [EngineReplica(logs / f"replica-{index}.log", cpus[index % len(cpus)])
+    replicas = [EngineReplica(logs, f"replica-{index}", cpus[index % len(cpus)])
                 for index in range(2)]
     try:
         for replica in replicas:

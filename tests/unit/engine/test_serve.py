@@ -142,3 +142,39 @@ def _is_running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"  # a zombie has exited; only its parent (now init) has yet to reap it
+
+
+# A server's leader that exits at SIGTERM at once, and a child of it (as vLLM's engine core is)
+# that takes `linger` seconds to exit after its SIGTERM.
+_LEADER_WITH_A_SLOW_CHILD = (
+    "import signal, subprocess, sys, time\n"
+    "child = ('import signal, sys, time\\n'\n"
+    "         'signal.signal(signal.SIGTERM, lambda *_: (time.sleep(float(sys.argv[1])), sys.exit(0)))\\n'\n"
+    "         'print(\"ready\", flush=True)\\n'\n"
+    "         'time.sleep(60)')\n"
+    "subprocess.Popen([sys.executable, '-c', child, sys.argv[1]])\n"
+    "time.sleep(60)\n"
+)
+
+
+def _leader_with_a_slow_child(linger: float) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", _LEADER_WITH_A_SLOW_CHILD, str(linger)],
+                               stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert process.stdout.readline().strip() == "ready"  # the child has its handler
+    return process
+
+
+def test_stop_returns_once_the_servers_other_processes_are_gone_too():
+    process = _leader_with_a_slow_child(linger=1.5)
+    started = time.monotonic()
+    serve.stop_server(process, grace=10)
+    assert time.monotonic() - started >= 1.4  # it waited for the child, not just the leader
+    assert not serve._group_alive(process.pid)
+
+
+def test_a_child_that_outlives_the_grace_is_killed():
+    process = _leader_with_a_slow_child(linger=30)
+    started = time.monotonic()
+    serve.stop_server(process, grace=1)
+    assert time.monotonic() - started < 10
+    assert not serve._group_alive(process.pid)
