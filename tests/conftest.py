@@ -17,6 +17,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -92,6 +93,23 @@ def _stop_process_group(pid: int) -> None:
 
 
 
+@contextmanager
+def engine_start_slot() -> Iterator[None]:
+    """Hold the run's one engine-start slot: an engine's start (import torch, load, warm-up) is
+    the heaviest thing a test does, and two at once on a 2-core machine, with a third serving
+    load, made a restart wait past 900 s in CI. Tests that start their own vLLM hold it from
+    the start until the server answers (no longer: the server keeps running unlocked), so one
+    xdist worker's start never competes with another's. Nothing that waits for another lock
+    runs inside it."""
+    state_dir = os.environ.get(STATE_DIR_ENV)
+    if not state_dir:  # outside pytest's session (a test module run by hand)
+        yield
+        return
+    with open(Path(state_dir) / "engine-start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _start_vllm(state_dir: Path) -> dict:
     """Start the server and wait until the health check passes; the state to share."""
     from devloop.engine import health, serve
@@ -112,13 +130,14 @@ def _start_vllm(state_dir: Path) -> dict:
                    "EXTRA_ARGS": f"{overlay_args} --enable-log-requests".strip()},
     )
     log_path = state_dir / "vllm.log"
-    process = serve.start_server(settings, log_path)
     url = f"http://127.0.0.1:{port}"
+    with engine_start_slot():
+        process = serve.start_server(settings, log_path)
 
-    def exited() -> str | None:
-        return None if process.poll() is None else "the server process exited"
+        def exited() -> str | None:
+            return None if process.poll() is None else "the server process exited"
 
-    report = health.wait_until_ready(url, VLLM_READY_TIMEOUT, interval=0.5, give_up=exited)
+        report = health.wait_until_ready(url, VLLM_READY_TIMEOUT, interval=0.5, give_up=exited)
     if not report.ready:
         why = serve.explain_failure(process, log_path, report)
         serve.stop_server(process)

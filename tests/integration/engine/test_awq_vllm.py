@@ -19,6 +19,7 @@ import requests
 
 from devloop.common.ports import free_port
 from devloop.engine import health, serve, tinymodel
+from tests.conftest import engine_start_slot
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="installed by scripts/bootstrap.sh")
@@ -39,15 +40,16 @@ def awq_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
                    "DEVLOOP_LOG_FORMAT": "json"},  # the log is read back below
     )
     log_path = workdir / "vllm.log"
-    process = serve.start_server(settings, log_path)
     url = f"http://127.0.0.1:{port}"
+    with engine_start_slot():
+        process = serve.start_server(settings, log_path)
 
-    def exited() -> str | None:
-        code = process.poll()
-        return None if code is None else f"exited with code {code}"
+        def exited() -> str | None:
+            code = process.poll()
+            return None if code is None else f"exited with code {code}"
 
-    try:
         report = health.wait_until_ready(url, READY_TIMEOUT, interval=0.5, give_up=exited)
+    try:
         if not report.ready:
             pytest.fail(f"the AWQ server did not become ready ({report.waiting_for}):\n"
                         f"{serve.log_tail(log_path, 40)}", pytrace=False)

@@ -24,7 +24,7 @@ import requests
 
 from devloop.common.ports import free_port
 from devloop.engine import health, serve
-from tests.conftest import VLLM_READY_TIMEOUT
+from tests.conftest import VLLM_READY_TIMEOUT, engine_start_slot
 from tests.manifests.policy import ENGINE_TEARDOWN_SECONDS
 
 pytestmark = pytest.mark.vllm
@@ -79,12 +79,13 @@ def own_engine(tmp_path: Path):
     settings = serve.local_environment("dev", model="tiny", port=free_port(),
                                        overrides={"ENFORCE_EAGER": "true"})
     log_path = tmp_path / "vllm.log"
-    process = serve.start_server(settings, log_path)
     url = f"http://127.0.0.1:{settings['PORT']}"
-    try:
+    with engine_start_slot():
+        process = serve.start_server(settings, log_path)
         report = health.wait_until_ready(
             url, VLLM_READY_TIMEOUT, interval=0.5,
             give_up=lambda: None if process.poll() is None else f"exited with {process.returncode}")
+    try:
         assert report.ready, f"vLLM did not start:\n{serve.log_tail(log_path, 40)}"
         yield process, url, report.model, settings, log_path
     finally:

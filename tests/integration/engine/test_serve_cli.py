@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import requests
 
 from devloop.common.ports import free_port, port_is_free
 from devloop.engine.amx import cpu_flags
+from tests.conftest import engine_start_slot
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="installed by scripts/bootstrap.sh")
@@ -29,11 +30,12 @@ READY_TIMEOUT = 600
 
 def test_serve_brings_the_dev_overlay_up_and_stops_it():
     port = free_port()
-    result = subprocess.run(
-        [*SERVE, "--port", str(port), "--exit-when-ready", "--timeout", str(READY_TIMEOUT)],
-        capture_output=True, text=True, timeout=READY_TIMEOUT + 100, env=TEXT_LOGS,
-        check=False,
-    )
+    with engine_start_slot():
+        result = subprocess.run(
+            [*SERVE, "--port", str(port), "--exit-when-ready", "--timeout", str(READY_TIMEOUT)],
+            capture_output=True, text=True, timeout=READY_TIMEOUT + 100, env=TEXT_LOGS,
+            check=False,
+        )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"http://127.0.0.1:{port}/v1 is ready: model 'tiny'" in result.stderr
     # While the port is closed the progress says the server lives and what it is doing.
@@ -66,16 +68,19 @@ def serving(tmp_path: Path, *args: str) -> Iterator[RunningServe]:
     """`devloop serve ... ARGS` in the background until it prints that it is ready."""
     port = free_port()
     output = tmp_path / "serve.out"
+    slot = ExitStack()  # the start slot, held from the start until ready, not while it serves
+    slot.enter_context(engine_start_slot())
     with output.open("wb") as sink:
         process = subprocess.Popen([*SERVE, "--port", str(port), *args], stdout=sink,
                                    stderr=subprocess.STDOUT, env=TEXT_LOGS)
     running = RunningServe(process, port, output)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while "is ready: model" not in running.text():
-            assert process.poll() is None, f"devloop serve exited:\n{running.text()[-3000:]}"
-            assert time.monotonic() < deadline, "devloop serve never became ready"
-            time.sleep(0.5)
+        with slot:
+            deadline = time.monotonic() + READY_TIMEOUT
+            while "is ready: model" not in running.text():
+                assert process.poll() is None, f"devloop serve exited:\n{running.text()[-3000:]}"
+                assert time.monotonic() < deadline, "devloop serve never became ready"
+                time.sleep(0.5)
         yield running
     finally:
         if process.poll() is None:

@@ -17,6 +17,7 @@ import requests
 
 from devloop.common.ports import free_port
 from devloop.engine import health, serve, tinymodel, warmcache
+from tests.conftest import engine_start_slot
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="installed by scripts/bootstrap.sh")
@@ -39,12 +40,13 @@ def _start_and_ask(cache_dir: Path, name: str) -> tuple[list[int], str]:
                    "VLLM_CPU_KVCACHE_SPACE": "1", "ENFORCE_EAGER": "true"},
     )
     log_path = cache_dir / f"{name}.log"
-    process = serve.start_server(settings, log_path)
     url = f"http://127.0.0.1:{port}"
-    try:
+    with engine_start_slot():
+        process = serve.start_server(settings, log_path)
         report = health.wait_until_ready(
             url, READY_TIMEOUT, interval=0.5,
             give_up=lambda: None if process.poll() is None else "exited")
+    try:
         if not report.ready:
             pytest.fail(f"{name} start did not become ready ({report.waiting_for}):\n"
                         f"{serve.log_tail(log_path, 40)}", pytrace=False)

@@ -17,13 +17,41 @@ from pathlib import Path
 
 import pytest
 
-from devloop.common.ports import free_port
+from tests.conftest import engine_start_slot
 
 REPLICA_MODEL = "tiny-replica"
 READY_TIMEOUT = 420.0  # as tests/conftest.py: ~30 s alone, minutes on a busy machine
 # A restart under load shares the cores with the other replica, the gateway, the clients and the
 # other xdist worker: CI saw `import torch` alone take 4 minutes there, and 420 s ran out.
 RESTART_READY_TIMEOUT = 900.0
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default; macOS uses 49152-65535, also above it
+
+
+def port_outside_the_ephemeral_range() -> int:
+    """A free port below the range the kernel picks outgoing connections' source ports from.
+    A replica keeps its port across a restart, and while it is down the gateway and the test
+    keep connecting to it: with an ephemeral port, one of those connections can take it as its
+    own source port (or connect to itself), and the restarted server cannot bind it."""
+    import random
+    import socket
+
+    low = _ephemeral_range()[0]
+    for _ in range(100):
+        candidate = random.randrange(20000, min(low, 32768))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+        return candidate
+    raise RuntimeError("no free port found between 20000 and the ephemeral range")
 
 
 @dataclass
@@ -33,7 +61,7 @@ class EngineReplica:
     log_dir: Path
     name: str
     cpu: int  # the one core its OpenMP threads are bound to, as a pod has its own CPUs
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=port_outside_the_ephemeral_range)
     process: subprocess.Popen | None = None
     starts: int = 0
 
@@ -108,10 +136,11 @@ def vllm_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Eng
     replicas = [EngineReplica(logs, f"replica-{index}", cpus[index % len(cpus)])
                 for index in range(2)]
     try:
-        for replica in replicas:
-            replica.start()
-        for replica in replicas:
-            replica.wait_ready()
+        with engine_start_slot():
+            for replica in replicas:
+                replica.start()
+            for replica in replicas:
+                replica.wait_ready()
         yield replicas
     finally:
         for replica in replicas:

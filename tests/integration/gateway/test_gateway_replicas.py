@@ -13,6 +13,7 @@ import time
 import pytest
 import requests
 
+from tests.conftest import engine_start_slot
 from tests.integration.gateway.conftest import REPLICA_MODEL, RESTART_READY_TIMEOUT
 
 pytestmark = pytest.mark.vllm
@@ -145,11 +146,14 @@ def test_an_engine_stopped_and_restarted_under_load_loses_no_request(
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(client, index) for index in range(4)]
         try:
-            time.sleep(3)
-            victim.stop()  # SIGTERM; returns once the process exited
-            time.sleep(2)
-            victim.start()
-            victim.wait_ready(RESTART_READY_TIMEOUT)
+            # No other test's engine starts meanwhile (engine_start_slot): the restart shares
+            # the cores with the load only.
+            with engine_start_slot():
+                time.sleep(3)
+                victim.stop()  # SIGTERM; returns once all its processes exited
+                time.sleep(2)
+                victim.start()
+                victim.wait_ready(RESTART_READY_TIMEOUT)
             time.sleep(4)  # the gateway's probe finds it back and sends it work again
             served_before = victim.metric(SUCCESSES)
             time.sleep(4)
