@@ -32,22 +32,43 @@ log = logging.getLogger("devloop.entrypoint")
 VLLM_SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
 
 def resolve_model(config: EngineConfig) -> EngineConfig:
-    """For `tiny`, generate (or find in the cache under HF_HOME) the offline model."""
-    if config.model_source != TINY_MODEL:
-        return config
-    from devloop.engine import tinymodel
+    """For `tiny`, generate (or find in the cache under HF_HOME) the offline model. A local
+    model whose tokenizer has no <think> tokens is served without --reasoning-parser."""
+    if config.model_source == TINY_MODEL:
+        from devloop.engine import tinymodel
 
-    log.info("model %s: generating the offline random-weight model (unless it is cached)",
-             TINY_MODEL)
-    path = tinymodel.ensure_model("tiny", cache_dir=Path(config.hf_home) / tinymodel.CACHE_SUBDIR)
-    return replace(config, model=str(path), extra_args=without_reasoning_parser(config.extra_args))
+        log.info("model %s: generating the offline random-weight model (unless it is cached)",
+                 TINY_MODEL)
+        path = tinymodel.ensure_model("tiny",
+                                      cache_dir=Path(config.hf_home) / tinymodel.CACHE_SUBDIR)
+        config = replace(config, model=str(path))
+    if local_tokenizer_has_think_tokens(config.model) is False:
+        config = replace(config, extra_args=without_reasoning_parser(config.extra_args))
+    return config
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "added_tokens.json", "vocab.json")
+
+
+def local_tokenizer_has_think_tokens(model: str) -> bool | None:
+    """Whether a local model directory's tokenizer knows <think> and </think>; None when that
+    cannot be told here (a hub id not downloaded yet, no tokenizer files): then nothing changes
+    and vLLM decides."""
+    directory = Path(model)
+    if not directory.is_dir():
+        return None
+    texts = [(directory / name).read_bytes() for name in _TOKENIZER_FILES
+             if (directory / name).is_file()]
+    if not texts:
+        return None
+    return any(b"<think>" in text for text in texts) and any(b"</think>" in text for text in texts)
 
 
 def without_reasoning_parser(extra_args: list[str]) -> list[str]:
-    """EXTRA_ARGS minus --reasoning-parser, for the tiny model: vLLM's reasoning parsers look up
-    <think> and </think> in the tokenizer when the server starts and refuse to start without
-    them (vllm/reasoning/basic_parsers.py), and the generator's tokenizer has neither. An
-    overlay's thinking model keeps its parser; `--model tiny` serves without one."""
+    """EXTRA_ARGS minus --reasoning-parser, for a model without <think> tokens (the tiny model,
+    a local non-thinking model): vLLM's reasoning parsers look up <think> and </think> in the
+    tokenizer when the server starts and refuse to start without them
+    (vllm/reasoning/basic_parsers.py). An overlay's thinking model keeps its parser."""
     kept: list[str] = []
     skip_value = False
     for arg in extra_args:
@@ -60,7 +81,8 @@ def without_reasoning_parser(extra_args: list[str]) -> list[str]:
         if not arg.startswith("--reasoning-parser="):
             kept.append(arg)
     if kept != extra_args:
-        log.info("the tiny model has no <think> tokens: serving it without --reasoning-parser")
+        log.info("the model's tokenizer has no <think> tokens: serving it without "
+                 "--reasoning-parser (vLLM would refuse to start with one)")
     return kept
 
 

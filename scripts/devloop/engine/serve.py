@@ -137,6 +137,8 @@ def stop_server(process: subprocess.Popen, grace: float = 30.0) -> None:
                 break
             except subprocess.TimeoutExpired:
                 continue
+    elif _group_alive(process.pid):  # the leader died first: its engine processes get told too
+        _signal_group(process.pid, signal.SIGTERM)
     _wait_group_gone(process.pid, deadline)
 
 

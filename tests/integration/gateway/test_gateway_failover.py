@@ -15,6 +15,10 @@ from tests.integration.conftest import ToyUpstream
 # What vLLM 0.32 answers for a request that reaches it while its engine shuts down.
 SHUTTING_DOWN = {"error": {"message": "cannot schedule new futures after shutdown",
                            "type": "InternalServerError", "param": None, "code": 500}}
+# What it answers for a request its engine died under (EngineDeadError), as seen on SIGTERM.
+ENGINE_DEAD = {"error": {"message": "EngineCore encountered an issue. See stack trace (above) "
+                                    "for the root cause.",
+                         "type": "InternalServerError", "param": None, "code": 500}}
 
 
 class FailingUpstream(ToyUpstream):
@@ -49,7 +53,7 @@ def _toy(kind=ToyUpstream, *args) -> ToyUpstream:
 def test_a_replica_shutting_down_or_answering_503_is_skipped_and_nothing_fails(
     start_gateway, toy_upstream
 ) -> None:
-    for status, body in ((500, SHUTTING_DOWN), (503, {"detail": "draining"})):
+    for status, body in ((500, SHUTTING_DOWN), (500, ENGINE_DEAD), (503, {"detail": "draining"})):
         leaving = _toy(FailingUpstream, status, body)
         try:
             gateway = start_gateway(leaving.url, "", "--upstream", toy_upstream.url)

@@ -160,3 +160,37 @@ def test_vllm_gets_faulthandler_so_a_native_crash_names_its_signal(env):
 def test_an_allowlist_of_vllm_plugins_keeps_ours(env, plugins, expected):
     base = {} if plugins is None else {"VLLM_PLUGINS": plugins}
     assert vllm_env(load_config(env, TWO_CPUS), base).get("VLLM_PLUGINS") == expected
+
+
+def _local_model(tmp_path: Path, tokenizer_text: str) -> Path:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen3"}')
+    (model / "tokenizer_config.json").write_text(tokenizer_text)
+    return model
+
+
+@pytest.mark.parametrize("tokens, parser_kept", [
+    ('{"added_tokens_decoder": {"1": {"content": "<think>"}, "2": {"content": "</think>"}}}', True),
+    ('{"added_tokens_decoder": {"1": {"content": "<|im_start|>"}}}', False),
+])
+def test_a_local_model_without_think_tokens_is_served_without_the_reasoning_parser(
+    env, tmp_path, tokens, parser_kept
+):
+    """vLLM refuses to start a reasoning parser on a tokenizer without <think>/</think> (the
+    tiny model, its AWQ copy, a local non-thinking model under the optimized overlay)."""
+    from devloop.engine.entrypoint import resolve_model
+
+    env = {**env, "MODEL_NAME": str(_local_model(tmp_path, tokens)),
+           "EXTRA_ARGS": "--reasoning-parser deepseek_r1 --enable-auto-tool-choice"}
+    args = resolve_model(load_config(env, TWO_CPUS)).extra_args
+    assert ("--reasoning-parser" in args) == parser_kept
+    assert "--enable-auto-tool-choice" in args  # only the parser goes
+
+
+def test_a_hub_model_keeps_its_reasoning_parser(env):
+    from devloop.engine.entrypoint import resolve_model
+
+    env = {**env, "MODEL_NAME": "deepseek-ai/DeepSeek-R1-0528-Qwen3-8B",
+           "EXTRA_ARGS": "--reasoning-parser=deepseek_r1"}
+    assert resolve_model(load_config(env, TWO_CPUS)).extra_args == ["--reasoning-parser=deepseek_r1"]

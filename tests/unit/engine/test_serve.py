@@ -178,3 +178,13 @@ def test_a_child_that_outlives_the_grace_is_killed():
     serve.stop_server(process, grace=1)
     assert time.monotonic() - started < 10
     assert not serve._group_alive(process.pid)
+
+
+def test_processes_left_by_a_leader_that_died_first_are_stopped_too():
+    process = _leader_with_a_slow_child(linger=0.5)
+    process.kill()  # the API server gone (a crash), its engine processes still running
+    process.wait()
+    started = time.monotonic()
+    serve.stop_server(process, grace=20)
+    assert time.monotonic() - started < 5  # told to stop at once, not left to the grace
+    assert not serve._group_alive(process.pid)

@@ -3,7 +3,9 @@ time when none of its model is ready, and which failures may be retried on anoth
 
 A failure is retried only when the engine cannot have started on the request and nothing reached
 the client: the connection was refused, reset or timed out while connecting, the engine said 503,
-or vLLM's 500 from an engine that is shutting down ("cannot schedule new futures after shutdown").
+vLLM's 500 from an engine that is shutting down ("cannot schedule new futures after shutdown"),
+or vLLM's 500 from an engine that died under the request (EngineDeadError: its answer can never
+come, and a completion has no side effect to repeat).
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from devloop.gateway.routing import policies
 from devloop.gateway.routing.endpoints import Endpoint, EndpointPool
 
 # What vLLM's API server answers (500) for a request that reaches it after its engine began to
-# shut down (the thread pool behind it refuses new work).
-SHUTTING_DOWN_MARKERS = (b"cannot schedule new futures after shutdown",)
+# shut down (the thread pool behind it refuses new work), and for one its engine died under
+# (EngineDeadError's message; seen on SIGTERM when a worker exits before the engine core).
+SHUTTING_DOWN_MARKERS = (
+    b"cannot schedule new futures after shutdown",
+    b"EngineCore encountered an issue",
+)
 RETRYABLE_STATUSES = frozenset({503})
 
 

@@ -145,5 +145,9 @@ def test_the_target_is_read_from_the_body_and_the_session_header() -> None:
 def test_only_answers_that_say_the_engine_is_going_away_are_retried() -> None:
     assert is_retryable_answer(503, b"")
     assert is_retryable_answer(500, b'{"error": "cannot schedule new futures after shutdown"}')
+    # vLLM 0.32's EngineDeadError answer: the engine died under the request
+    assert is_retryable_answer(500, b'{"error":{"message":"EngineCore encountered an issue. See '
+                                    b'stack trace (above) for the root cause.","type":'
+                                    b'"InternalServerError","param":null,"code":500}}')
     assert not is_retryable_answer(500, b'{"error": "something else"}')
     assert not is_retryable_answer(400, b"")
