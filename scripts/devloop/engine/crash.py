@@ -13,6 +13,8 @@ import re
 import signal
 from dataclasses import dataclass, field
 
+from devloop.engine import int4kernel
+
 # vLLM 0.32's messages about a process that died, each with its name and exit code.
 _DEATH_PATTERNS = (
     # vllm/v1/executor/multiproc_executor.py
@@ -129,6 +131,10 @@ def diagnose(log_text: str, server_exit_code: int | None = None) -> Diagnosis | 
     native = _native_crash(log_text)
     if native is not None:
         evidence = native[1] + [line for line in evidence if line not in native[1]][-6:]
+    if int4kernel.MISSING_KERNEL_MARKER in log_text:
+        return Diagnosis("the vLLM engine died: its CPU kernels have no int4 GEMM "
+                         "(cpu_gemm_wna16) for this AWQ/GPTQ model on an AVX2-only CPU",
+                         int4kernel.FIX, evidence)
     for pattern, kind in _DEATH_PATTERNS:
         match = pattern.search(log_text)  # the first death; later ones are its consequences
         if match is None:

@@ -13,6 +13,7 @@ vLLM is started as `python -m vllm.entrypoints.launchers.api_server.entry` rathe
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -24,8 +25,15 @@ from pathlib import Path
 
 from devloop.common import logs
 from devloop.common.ports import check_port
-from devloop.engine import amx, warmcache
-from devloop.engine.settings import GIB, TINY_MODEL, EngineConfig, Limits, load_config
+from devloop.engine import amx, int4kernel, warmcache
+from devloop.engine.settings import (
+    GIB,
+    TINY_MODEL,
+    ConfigError,
+    EngineConfig,
+    Limits,
+    load_config,
+)
 
 log = logging.getLogger("devloop.entrypoint")
 
@@ -33,7 +41,7 @@ VLLM_SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
 
 def resolve_model(config: EngineConfig) -> EngineConfig:
     """For `tiny`, generate (or find in the cache under HF_HOME) the offline model. A local
-    model whose tokenizer has no <think> tokens is served without --reasoning-parser."""
+    model is served without the parsers its tokenizer cannot support."""
     if config.model_source == TINY_MODEL:
         from devloop.engine import tinymodel
 
@@ -42,47 +50,68 @@ def resolve_model(config: EngineConfig) -> EngineConfig:
         path = tinymodel.ensure_model("tiny",
                                       cache_dir=Path(config.hf_home) / tinymodel.CACHE_SUBDIR)
         config = replace(config, model=str(path))
-    if local_tokenizer_has_think_tokens(config.model) is False:
-        config = replace(config, extra_args=without_reasoning_parser(config.extra_args))
+    tokenizer = local_tokenizer_text(config.model)
+    if tokenizer is not None:
+        config = replace(config, extra_args=without_unsupported_parsers(config.extra_args,
+                                                                        tokenizer))
     return config
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "added_tokens.json", "vocab.json")
 
+# Parsers the overlays use that vLLM refuses to start with when the tokenizer lacks their tokens
+# (vllm/reasoning/basic_parsers.py, vllm/tool_parsers/deepseekv3_tool_parser.py): the tiny
+# model, its AWQ copy, or a local non-thinking model under a thinking overlay. Hermes (the dev
+# overlay's tool parser) needs no special token.
+_REQUIRED_TOKENS = {
+    ("--reasoning-parser", "deepseek_r1"): ("<think>", "</think>"),
+    ("--reasoning-parser", "qwen3"): ("<think>", "</think>"),
+    ("--tool-call-parser", "deepseek_v3"): ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"),
+}
+_NEEDS_A_TOOL_PARSER = "--enable-auto-tool-choice"  # vLLM refuses it without --tool-call-parser
 
-def local_tokenizer_has_think_tokens(model: str) -> bool | None:
-    """Whether a local model directory's tokenizer knows <think> and </think>; None when that
-    cannot be told here (a hub id not downloaded yet, no tokenizer files): then nothing changes
-    and vLLM decides."""
+
+def local_tokenizer_text(model: str) -> bytes | None:
+    """The tokenizer files of a local model directory, joined; None when there is no such
+    directory (a hub id not downloaded yet) or no tokenizer file: then nothing changes and
+    vLLM decides."""
     directory = Path(model)
     if not directory.is_dir():
         return None
     texts = [(directory / name).read_bytes() for name in _TOKENIZER_FILES
              if (directory / name).is_file()]
-    if not texts:
-        return None
-    return any(b"<think>" in text for text in texts) and any(b"</think>" in text for text in texts)
+    return b"\n".join(texts) if texts else None
 
 
-def without_reasoning_parser(extra_args: list[str]) -> list[str]:
-    """EXTRA_ARGS minus --reasoning-parser, for a model without <think> tokens (the tiny model,
-    a local non-thinking model): vLLM's reasoning parsers look up <think> and </think> in the
-    tokenizer when the server starts and refuse to start without them
-    (vllm/reasoning/basic_parsers.py). An overlay's thinking model keeps its parser."""
+def _knows(tokenizer: bytes, token: str) -> bool:
+    escaped = json.dumps(token)[1:-1].encode()  # as json.dump writes it with ensure_ascii
+    return token.encode() in tokenizer or escaped in tokenizer
+
+
+def without_unsupported_parsers(extra_args: list[str], tokenizer: bytes) -> list[str]:
+    """EXTRA_ARGS minus each parser whose tokens `tokenizer` lacks (with the auto tool choice
+    that needs the tool parser), one log line each. A model that has the tokens keeps them."""
     kept: list[str] = []
-    skip_value = False
-    for arg in extra_args:
-        if skip_value:
-            skip_value = False
+    dropped_tool_parser = False
+    index = 0
+    while index < len(extra_args):
+        arg = extra_args[index]
+        flag, sep, value = arg.partition("=")
+        width = 1
+        if not sep and index + 1 < len(extra_args):
+            value, width = extra_args[index + 1], 2
+        tokens = _REQUIRED_TOKENS.get((flag, value))
+        if tokens and not all(_knows(tokenizer, token) for token in tokens):
+            log.info("the model's tokenizer has no %s: serving it without %s %s (vLLM would "
+                     "refuse to start with it)", " / ".join(tokens), flag, value)
+            dropped_tool_parser |= flag == "--tool-call-parser"
+            index += width
             continue
-        if arg == "--reasoning-parser":
-            skip_value = True
-            continue
-        if not arg.startswith("--reasoning-parser="):
-            kept.append(arg)
-    if kept != extra_args:
-        log.info("the model's tokenizer has no <think> tokens: serving it without "
-                 "--reasoning-parser (vLLM would refuse to start with one)")
+        kept.append(arg)
+        index += 1
+    if dropped_tool_parser and _NEEDS_A_TOOL_PARSER in kept:
+        kept.remove(_NEEDS_A_TOOL_PARSER)
+        log.info("... and without %s, which needs a tool parser", _NEEDS_A_TOOL_PARSER)
     return kept
 
 
@@ -224,6 +253,9 @@ def run(args: argparse.Namespace) -> int:
     config = fall_back_from_amx(config, amx.request_permission())
     started = time.monotonic()
     config = resolve_model(config)
+    refusal = int4kernel.refusal(config.model)
+    if refusal is not None:
+        raise ConfigError(f"invalid engine settings for this machine:\n  - {refusal}")
     if config.model != config.model_source:
         seconds = round(time.monotonic() - started, 1)
         log.info("model %s: ready in %.1f s", config.model_source, seconds,

@@ -21,7 +21,7 @@ from pathlib import Path
 from devloop.common import logs
 from devloop.common.errors import DevloopError, UsageError
 from devloop.common.ports import check_port
-from devloop.engine import crash, health, phases
+from devloop.engine import crash, health, int4kernel, phases
 from devloop.engine import settings as engine_settings
 from devloop.engine.llamacpp import local as llamacpp_local
 from devloop.manifests import kustomize
@@ -273,6 +273,9 @@ def check_settings(settings: Mapping[str, str]) -> None:
     "serving ..." with the server's exit code."""
     environment = {**os.environ, **settings}  # what the entrypoint will read
     engine_settings.load_config(environment, engine_settings.Limits.of_this_process())
+    refusal = int4kernel.refusal(environment.get("MODEL_NAME", ""))
+    if refusal is not None:  # the entrypoint refuses it too; here it is before "serving ..."
+        raise engine_settings.ConfigError(f"invalid engine settings for this machine:\n  - {refusal}")
 
 
 def _starting(process: subprocess.Popen, log_path: Path) -> Callable[[], str]:

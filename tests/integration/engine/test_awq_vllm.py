@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from devloop.common.ports import free_port
-from devloop.engine import health, serve, tinymodel
+from devloop.engine import health, int4kernel, serve, tinymodel
 from tests.conftest import engine_start_slot
 
 pytestmark = pytest.mark.vllm
@@ -30,6 +30,10 @@ READY_TIMEOUT = 600.0  # model generation is cached; a start on a busy 2-core ma
 
 @pytest.fixture(scope="module")
 def awq_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    missing = int4kernel.missing_on_this_cpu()
+    if missing:
+        pytest.skip(f"{missing} (test_an_awq_model_is_refused_at_once_where_vllm_cannot_run_it "
+                    "covers this CPU)")
     workdir = tmp_path_factory.mktemp("awq")
     model = tinymodel.ensure_model("tiny", quant="awq")
     port = free_port()
@@ -93,3 +97,23 @@ def test_the_entrypoint_passed_the_overlays_settings_to_vllm(awq_server):
     assert settings["max model len"] == f"{overlay['MAX_MODEL_LEN']} tokens"
     assert settings["max num seqs"] == overlay["MAX_NUM_SEQS"]
     assert settings["dtype"] == overlay["DTYPE"]
+
+
+def test_an_awq_model_is_refused_at_once_where_vllm_cannot_run_it(tmp_path):
+    """On an AVX2-only x86 CPU vLLM's kernels have no int4 GEMM: serving the optimized overlay's
+    model format fails in seconds with the reason and the fix (exit 2), not after the load."""
+    import subprocess
+    import sys
+
+    missing = int4kernel.missing_on_this_cpu()
+    if not missing:
+        pytest.skip("this CPU has AVX-512: vLLM has its int4 kernel here (the tests above run)")
+    model = tinymodel.ensure_model("tiny", quant="awq")
+    result = subprocess.run(
+        [sys.executable, "-m", "devloop", "serve", "--overlay", "optimized", "--model", str(model),
+         "--set", "CPU_THREADS=auto", "--set", "VLLM_CPU_KVCACHE_SPACE=1",
+         "--port", str(free_port()), "--cache-dir", str(tmp_path), "--exit-when-ready"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "AWQ (int4)" in result.stderr and "gguf overlay" in result.stderr
+    assert "Traceback" not in result.stderr

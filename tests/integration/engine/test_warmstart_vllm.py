@@ -16,13 +16,18 @@ import pytest
 import requests
 
 from devloop.common.ports import free_port
-from devloop.engine import health, serve, tinymodel, warmcache
+from devloop.engine import health, int4kernel, serve, tinymodel, warmcache
 from tests.conftest import engine_start_slot
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="installed by scripts/bootstrap.sh")
 if not warmcache.plugin_installed():
     pytest.skip(f"the {warmcache.PLUGIN_NAME} vLLM plugin is not installed (pip install -e .)",
+                allow_module_level=True)
+
+if int4kernel.missing_on_this_cpu():
+    # What the warm start keeps is vLLM's CPU conversion of int4 (AWQ) layers.
+    pytest.skip(f"{int4kernel.missing_on_this_cpu()}: no AWQ model runs here to warm-start",
                 allow_module_level=True)
 
 READY_TIMEOUT = 600.0

@@ -170,27 +170,48 @@ def _local_model(tmp_path: Path, tokenizer_text: str) -> Path:
     return model
 
 
-@pytest.mark.parametrize("tokens, parser_kept", [
-    ('{"added_tokens_decoder": {"1": {"content": "<think>"}, "2": {"content": "</think>"}}}', True),
-    ('{"added_tokens_decoder": {"1": {"content": "<|im_start|>"}}}', False),
+THINK = '{"added_tokens_decoder": {"1": {"content": "<think>"}, "2": {"content": "</think>"}}}'
+DEEPSEEK_TOOLS = ('{"added_tokens": [{"content": "<｜tool▁calls▁begin｜>"}, '
+                  '{"content": "<｜tool▁calls▁end｜>"}]}')
+PLAIN = '{"added_tokens_decoder": {"1": {"content": "<|im_start|>"}}}'
+OPTIMIZED_ARGS = ("--reasoning-parser deepseek_r1 --enable-auto-tool-choice "
+                  "--tool-call-parser deepseek_v3 --max-num-batched-tokens 512")
+
+
+@pytest.mark.parametrize("tokenizer, kept", [
+    (THINK + DEEPSEEK_TOOLS, OPTIMIZED_ARGS.split()),
+    (THINK, ["--reasoning-parser", "deepseek_r1", "--max-num-batched-tokens", "512"]),
+    (DEEPSEEK_TOOLS, ["--enable-auto-tool-choice", "--tool-call-parser", "deepseek_v3",
+                      "--max-num-batched-tokens", "512"]),
+    (PLAIN, ["--max-num-batched-tokens", "512"]),
 ])
-def test_a_local_model_without_think_tokens_is_served_without_the_reasoning_parser(
-    env, tmp_path, tokens, parser_kept
+def test_a_local_model_is_served_without_the_parsers_its_tokenizer_cannot_support(
+    env, tmp_path, tokenizer, kept
 ):
-    """vLLM refuses to start a reasoning parser on a tokenizer without <think>/</think> (the
-    tiny model, its AWQ copy, a local non-thinking model under the optimized overlay)."""
+    """vLLM refuses to start a reasoning or DeepSeek tool parser on a tokenizer without their
+    tokens (the tiny model and its AWQ copy under the optimized overlay, a local non-thinking
+    model); auto tool choice goes with its parser; everything else stays."""
     from devloop.engine.entrypoint import resolve_model
 
-    env = {**env, "MODEL_NAME": str(_local_model(tmp_path, tokens)),
-           "EXTRA_ARGS": "--reasoning-parser deepseek_r1 --enable-auto-tool-choice"}
-    args = resolve_model(load_config(env, TWO_CPUS)).extra_args
-    assert ("--reasoning-parser" in args) == parser_kept
-    assert "--enable-auto-tool-choice" in args  # only the parser goes
+    env = {**env, "MODEL_NAME": str(_local_model(tmp_path, tokenizer)),
+           "EXTRA_ARGS": OPTIMIZED_ARGS}
+    assert resolve_model(load_config(env, TWO_CPUS)).extra_args == kept
 
 
-def test_a_hub_model_keeps_its_reasoning_parser(env):
+def test_the_dev_overlays_hermes_tool_parser_needs_no_token(env, tmp_path):
+    from devloop.engine.entrypoint import resolve_model
+
+    env = {**env, "MODEL_NAME": str(_local_model(tmp_path, PLAIN)),
+           "EXTRA_ARGS": "--reasoning-parser=qwen3 --enable-auto-tool-choice "
+                         "--tool-call-parser hermes"}
+    assert resolve_model(load_config(env, TWO_CPUS)).extra_args == [
+        "--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+
+
+def test_a_hub_model_keeps_its_parsers(env):
     from devloop.engine.entrypoint import resolve_model
 
     env = {**env, "MODEL_NAME": "deepseek-ai/DeepSeek-R1-0528-Qwen3-8B",
-           "EXTRA_ARGS": "--reasoning-parser=deepseek_r1"}
-    assert resolve_model(load_config(env, TWO_CPUS)).extra_args == ["--reasoning-parser=deepseek_r1"]
+           "EXTRA_ARGS": "--reasoning-parser=deepseek_r1 --tool-call-parser deepseek_v3"}
+    assert resolve_model(load_config(env, TWO_CPUS)).extra_args == [
+        "--reasoning-parser=deepseek_r1", "--tool-call-parser", "deepseek_v3"]
