@@ -145,8 +145,7 @@ def _bench(server: launcher.RunningServer, args: argparse.Namespace) -> dict[str
     config = BenchConfig(
         url=server.url, concurrency=list(args.concurrency), input_len=args.input_len,
         output_len=args.output_len, num_prompts=args.num_prompts, warmup=1, seed=args.seed,
-        # llama-cpp-python ignores ignore_eos but honours min_tokens (vLLM: the other way).
-        min_tokens=server.candidate.kind == plans.LLAMACPP,
+        ignore_eos=True,  # vLLM and llama-server alike: exactly --output-len tokens each
     )
     return asyncio.run(run_benchmark(config, log=sys.stderr))
 
