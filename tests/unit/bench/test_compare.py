@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from devloop.bench import compare, llamacpp, membw, plans, procmem
-from devloop.common.errors import DevloopError, UsageError
+from devloop.bench import compare, membw, plans, procmem
+from devloop.common.errors import UsageError
 
 
 def test_every_plan_names_a_baseline_it_runs_and_kinds_that_exist():
@@ -98,6 +98,12 @@ def test_a_decode_step_reads_the_embedding_table_only_when_it_is_the_lm_head(
     assert membw.bytes_read_per_token(tmp_path) == expected
 
 
+def test_a_gguf_decode_step_reads_its_embedding_table_only_when_it_is_the_lm_head():
+    tied = {"token_embd.weight": 1000, "blk.0.ffn_up.weight": 10}
+    assert membw.gguf_tensor_bytes(tied) == 1010
+    assert membw.gguf_tensor_bytes({**tied, "output.weight": 900}) == 910
+
+
 def _level(concurrency: int, tok_s: float, tpot: float) -> dict:
     return {"concurrency": concurrency, "output_throughput": tok_s,
             "ttft_ms": {"p50": 100.0, "p99": 200.0}, "tpot_ms": {"p50": tpot, "p99": tpot * 2}}
@@ -121,14 +127,6 @@ def test_summary_takes_medians_over_rounds_and_divides_by_the_baseline():
     report = {"summary": summary, "rounds": 3, "read_gb_s": 50.0, "servers": {}}
     table = compare.format_table(plan, report)
     assert "vllm-optimized" in table and "2.27" in table and "50%" in table
-
-
-def test_without_the_llamacpp_environment_the_error_names_the_setup_script(tmp_path, monkeypatch):
-    monkeypatch.setenv(llamacpp.DIR_ENV, str(tmp_path))
-    with pytest.raises(DevloopError, match=r"scripts/setup-llamacpp\.sh"):
-        llamacpp.python()
-    with pytest.raises(DevloopError, match=r"scripts/setup-llamacpp\.sh"):
-        llamacpp.source_dir()
 
 
 def test_the_cli_refuses_an_unknown_plan_and_bad_numbers():
