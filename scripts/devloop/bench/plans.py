@@ -116,12 +116,12 @@ PLANS = {
             "vLLM (bf16, AWQ 4-bit) against llama.cpp's llama-server (GGUF bf16, Q8_0, Q4_0, "
             f"Q4_K_M; {SEQS} slots like vLLM's {SEQS} sequences) on the Qwen3-0.6B shape, with "
             "vLLM's defaults as the baseline",
-            (
+            (  # llama.cpp first: it starts in seconds, so a run cut short has it
+                *(llamacpp_candidate(kind) for kind in GGUF_KINDS),
                 DEFAULTS,
                 OPTIMIZED,
                 Candidate("vllm-optimized-awq", VLLM, AWQ, settings=SCALED,
                           description="the same, AWQ 4-bit checkpoint"),
-                *(llamacpp_candidate(kind) for kind in GGUF_KINDS),
             ),
             baseline="vllm-defaults",
         ),
