@@ -213,20 +213,34 @@ class Client:
         return body
 
     async def send(self, model: str, prompt: str) -> RequestResult:
+        """One streamed request, timed. A request the server closed the connection on before
+        answering at all (a reused keep-alive connection it had just closed: llama-server does
+        so now and then between requests) never reached it, so it is sent once more, timed from
+        the new start."""
+        result, answered = await self._send_once(model, prompt)
+        if result.ok or answered or result.error_kind != "connection":
+            return result
+        result, _ = await self._send_once(model, prompt)
+        return result
+
+    async def _send_once(self, model: str, prompt: str) -> tuple[RequestResult, bool]:
+        """The result, and whether the server answered (sent a status line) at all."""
         import aiohttp
 
         path = "/v1/chat/completions" if self.config.api == "chat" else "/v1/completions"
         result = RequestResult(ok=False, prompt_tokens=self.config.input_len)
         chunks = 0
+        answered = False
         start = time.perf_counter()
         last = start
         try:
             async with self.session.post(
                 f"{self.root}{path}", json=self.payload(model, prompt), headers=self.headers
             ) as resp:
+                answered = True
                 if resp.status != 200:
                     body = (await resp.text())[:300]
-                    return _failed(result, f"http_{resp.status}", body)
+                    return _failed(result, f"http_{resp.status}", body), answered
                 parser = SSEParser()
                 async for raw in resp.content.iter_any():
                     now = time.perf_counter()
@@ -235,7 +249,7 @@ class Client:
                             continue
                         event = json.loads(data)
                         if "error" in event:
-                            return _failed(result, "server_error", json.dumps(event["error"])[:300])
+                            return _failed(result, "server_error", json.dumps(event["error"])[:300]), answered
                         if event.get("choices") and not _closing_chunk(event):
                             if chunks == 0:
                                 result.ttft = now - start
@@ -251,20 +265,20 @@ class Client:
         except TimeoutError:  # asyncio.TimeoutError is this builtin since 3.11
             return _failed(
                 result, "timeout", f"no complete answer within {self.config.timeout_s:g} s"
-            )
+            ), answered
         except aiohttp.ClientPayloadError as error:
-            return _failed(result, "stream_broken", str(error))
+            return _failed(result, "stream_broken", str(error)), answered
         except aiohttp.ClientError as error:
-            return _failed(result, "connection", f"{type(error).__name__}: {error}")
+            return _failed(result, "connection", f"{type(error).__name__}: {error}"), answered
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return _failed(result, "invalid_response", str(error))
+            return _failed(result, "invalid_response", str(error)), answered
         if chunks == 0:
-            return _failed(result, "empty_response", "the stream ended before any token")
+            return _failed(result, "empty_response", "the stream ended before any token"), answered
         if result.output_tokens == 0:
             # No usage from this server: one streamed chunk per token is the best estimate.
             result.output_tokens = chunks
         result.ok = True
-        return result
+        return result, answered
 
 
 def _closing_chunk(event: dict[str, Any]) -> bool:
