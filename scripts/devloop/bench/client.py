@@ -32,7 +32,7 @@ class BenchConfig:
     warmup: int = 1
     seed: int = 0
     api: str = "completions"  # or "chat"
-    ignore_eos: bool = True
+    ignore_eos: bool = True  # vLLM's and llama-server's extension: exactly max_tokens
     min_tokens: bool = False  # also send min_tokens=output_len
     temperature: float = 0.0
     timeout_s: float = 600.0
@@ -53,6 +53,25 @@ def base_url(url: str) -> str:
 
 def random_words(rng: random.Random, count: int) -> list[str]:
     return [rng.choice(COMMON_WORDS) for _ in range(count)]
+
+
+# /tokenize request bodies: vLLM's, and llama-server's (add_special: the BOS a completion adds).
+TOKENIZE_STYLES = {
+    "vllm": lambda model, text: {"model": model, "prompt": text},
+    "llama-server": lambda model, text: {"content": text, "add_special": True},
+}
+
+
+def _token_count(style: str, body: Any) -> int | None:
+    """The count in a /tokenize answer of `style`, None when it has none."""
+    if not isinstance(body, dict):
+        return None
+    if style == "vllm":
+        count = body.get("count")
+        return count if isinstance(count, int) else None
+    tokens = body.get("tokens")
+    # llama-server answers a body without "content" (vLLM's shape) with no tokens.
+    return len(tokens) if isinstance(tokens, list) and tokens else None
 
 
 class SSEParser:
@@ -81,6 +100,7 @@ class Client:
         self.session = session
         self.root = base_url(config.url)
         self.headers = {"Content-Type": "application/json"}
+        self._tokenize_style: str | None = None
         if config.api_key:
             self.headers["Authorization"] = f"Bearer {config.api_key}"
 
@@ -99,21 +119,37 @@ class Client:
 
     async def count_tokens(self, model: str, text: str) -> int | None:
         """The server's token count for a completions prompt (special tokens included, as the
-        server counts them): vLLM's /tokenize, else llama-cpp-python's /extras/tokenize; None
-        when the server has neither."""
-        for path, payload, key in (
-            ("/tokenize", {"model": model, "prompt": text}, "count"),
-            ("/extras/tokenize", {"model": model, "input": text}, "tokens"),
-        ):
-            async with self.session.post(
-                f"{self.root}{path}", json=payload, headers=self.headers
-            ) as resp:
-                if resp.status != 200:
-                    continue
-                body = await resp.json()
-            count = body.get(key)
-            count = len(count) if isinstance(count, list) else count
-            return count if isinstance(count, int) else None
+        server counts them): vLLM's /tokenize ({"model", "prompt"} -> {"count"}), else
+        llama-server's ({"content", "add_special"} -> {"tokens": [ids]}; it answers vLLM's
+        shape with 200 and no tokens); None when the server has neither. The first that works
+        is kept for the next calls."""
+        styles = [self._tokenize_style] if self._tokenize_style else list(TOKENIZE_STYLES)
+        for style in styles:
+            body = await self._post_idempotent("/tokenize", TOKENIZE_STYLES[style](model, text))
+            count = _token_count(style, body)
+            if count is not None:
+                self._tokenize_style = style
+                return count
+        return None
+
+    async def _post_idempotent(self, path: str, payload: dict[str, Any]) -> Any:
+        """POST a call without side effects and return its JSON body (None unless 200). A
+        keep-alive connection the server closed while it sat idle fails at once with
+        ServerDisconnectedError (llama-server and uvicorn close idle ones after seconds):
+        such a call is sent once more, on a new connection."""
+        import aiohttp
+
+        for attempt in (1, 2):
+            try:
+                async with self.session.post(
+                    f"{self.root}{path}", json=payload, headers=self.headers
+                ) as resp:
+                    if resp.status != 200:
+                        return None
+                    return await resp.json(content_type=None)
+            except aiohttp.ServerDisconnectedError:
+                if attempt == 2:
+                    raise
         return None
 
     async def make_prompt(
@@ -164,10 +200,11 @@ class Client:
             "stream_options": {"include_usage": True},
         }
         if self.config.ignore_eos:
-            # vLLM's extension: generate exactly max_tokens, so every request does the same work.
+            # vLLM's extension, which llama-server has too: generate exactly max_tokens, so every
+            # request does the same work.
             body["ignore_eos"] = True
         if self.config.min_tokens:
-            # The same for servers without ignore_eos (llama-cpp-python): no end before the end.
+            # The same for servers without ignore_eos that honour min_tokens.
             body["min_tokens"] = self.config.output_len
         if self.config.api == "chat":
             body["messages"] = [{"role": "user", "content": prompt}]
@@ -176,20 +213,34 @@ class Client:
         return body
 
     async def send(self, model: str, prompt: str) -> RequestResult:
+        """One streamed request, timed. A request the server closed the connection on before
+        answering at all (a reused keep-alive connection it had just closed: llama-server does
+        so now and then between requests) never reached it, so it is sent once more, timed from
+        the new start."""
+        result, answered = await self._send_once(model, prompt)
+        if result.ok or answered or result.error_kind != "connection":
+            return result
+        result, _ = await self._send_once(model, prompt)
+        return result
+
+    async def _send_once(self, model: str, prompt: str) -> tuple[RequestResult, bool]:
+        """The result, and whether the server answered (sent a status line) at all."""
         import aiohttp
 
         path = "/v1/chat/completions" if self.config.api == "chat" else "/v1/completions"
         result = RequestResult(ok=False, prompt_tokens=self.config.input_len)
         chunks = 0
+        answered = False
         start = time.perf_counter()
         last = start
         try:
             async with self.session.post(
                 f"{self.root}{path}", json=self.payload(model, prompt), headers=self.headers
             ) as resp:
+                answered = True
                 if resp.status != 200:
                     body = (await resp.text())[:300]
-                    return _failed(result, f"http_{resp.status}", body)
+                    return _failed(result, f"http_{resp.status}", body), answered
                 parser = SSEParser()
                 async for raw in resp.content.iter_any():
                     now = time.perf_counter()
@@ -198,8 +249,8 @@ class Client:
                             continue
                         event = json.loads(data)
                         if "error" in event:
-                            return _failed(result, "server_error", json.dumps(event["error"])[:300])
-                        if event.get("choices"):
+                            return _failed(result, "server_error", json.dumps(event["error"])[:300]), answered
+                        if event.get("choices") and not _closing_chunk(event):
                             if chunks == 0:
                                 result.ttft = now - start
                             else:
@@ -214,20 +265,29 @@ class Client:
         except TimeoutError:  # asyncio.TimeoutError is this builtin since 3.11
             return _failed(
                 result, "timeout", f"no complete answer within {self.config.timeout_s:g} s"
-            )
+            ), answered
         except aiohttp.ClientPayloadError as error:
-            return _failed(result, "stream_broken", str(error))
+            return _failed(result, "stream_broken", str(error)), answered
         except aiohttp.ClientError as error:
-            return _failed(result, "connection", f"{type(error).__name__}: {error}")
+            return _failed(result, "connection", f"{type(error).__name__}: {error}"), answered
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return _failed(result, "invalid_response", str(error))
+            return _failed(result, "invalid_response", str(error)), answered
         if chunks == 0:
-            return _failed(result, "empty_response", "the stream ended before any token")
+            return _failed(result, "empty_response", "the stream ended before any token"), answered
         if result.output_tokens == 0:
             # No usage from this server: one streamed chunk per token is the best estimate.
             result.output_tokens = chunks
         result.ok = True
-        return result
+        return result, answered
+
+
+def _closing_chunk(event: dict[str, Any]) -> bool:
+    """llama-server's last chunk of a completions stream: the finish reason and the usage, no
+    text (the last token came in the chunk before). vLLM sends the usage with no choices."""
+    return bool(event.get("usage")) and all(
+        choice.get("finish_reason") and not choice.get("text") and not choice.get("delta")
+        for choice in event["choices"]
+    )
 
 
 def _failed(result: RequestResult, kind: str, message: str) -> RequestResult:

@@ -84,8 +84,9 @@ def _add_workload_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-tokens",
         action="store_true",
-        help="also send min_tokens = --output-len, which servers without ignore_eos honour "
-        "(llama-cpp-python), so they too generate exactly --output-len tokens",
+        help="also send min_tokens = --output-len, which some servers without ignore_eos "
+        "honour, so they too generate exactly --output-len tokens (vLLM and llama-server "
+        "take ignore_eos)",
     )
     parser.add_argument(
         "--no-calibrate",

@@ -145,8 +145,7 @@ def _bench(server: launcher.RunningServer, args: argparse.Namespace) -> dict[str
     config = BenchConfig(
         url=server.url, concurrency=list(args.concurrency), input_len=args.input_len,
         output_len=args.output_len, num_prompts=args.num_prompts, warmup=1, seed=args.seed,
-        # llama-cpp-python ignores ignore_eos but honours min_tokens (vLLM: the other way).
-        min_tokens=server.candidate.kind == plans.LLAMACPP,
+        ignore_eos=True,  # vLLM and llama-server alike: exactly --output-len tokens each
     )
     return asyncio.run(run_benchmark(config, log=sys.stderr))
 
@@ -184,6 +183,19 @@ def _start(candidate: plans.Candidate, args: argparse.Namespace,
         return None
 
 
+def _round(index: int, order: tuple[plans.Candidate, ...], results: dict[str, Any]
+           ) -> dict[str, Any]:
+    return {"round": index + 1, "order": [c.name for c in order], "results": results}
+
+
+def _write_partial(json_path: str | None, plan: plans.Plan, runs: list[dict[str, Any]],
+                   servers: dict[str, dict]) -> None:
+    """The report so far (`"partial": true`): what `summarize` needs, for a run stopped early."""
+    if json_path:
+        partial = {"partial": True, "plan": plan.name, "runs": runs, "servers": servers}
+        Path(json_path).write_text(json.dumps(partial, indent=2) + "\n")
+
+
 def run_plan(plan: plans.Plan, args: argparse.Namespace) -> dict[str, Any]:
     """Start, drive in alternating rounds, stop; the report as a JSON-ready dict. Long: it
     prints progress on stderr."""
@@ -217,11 +229,10 @@ def run_plan(plan: plans.Plan, args: argparse.Namespace) -> dict[str, Any]:
                 if plan.one_at_a_time:
                     running.pop(candidate.name).stop()
                     _record_server(servers, server)
-            runs.append({"round": index + 1, "order": [c.name for c in order],
-                         "results": results})
-            if args.json_path:  # a long run stopped early keeps the rounds it finished
-                partial = {"partial": True, "plan": plan.name, "runs": runs, "servers": servers}
-                Path(args.json_path).write_text(json.dumps(partial, indent=2) + "\n")
+                # A long run stopped early keeps every candidate's turn it finished.
+                _write_partial(args.json_path, plan, [*runs, _round(index, order, results)],
+                               servers)
+            runs.append(_round(index, order, results))
     finally:
         for server in running.values():
             server.stop()

@@ -16,6 +16,8 @@ from devloop.bench.client import BenchConfig, Client, base_url
 from devloop.bench.stats import LevelSummary, RequestResult, summarize
 from devloop.common.errors import DevloopError
 
+KEEPALIVE_S = 2.0  # seconds an idle connection is kept for reuse
+
 
 class Progress:
     """One line on stderr: a redrawn bar on a terminal, a line per tenth in a log."""
@@ -139,8 +141,11 @@ async def run_benchmark(config: BenchConfig, log: TextIO = sys.stderr) -> dict[s
         raise DevloopError("devloop bench needs aiohttp: .venv/bin/pip install aiohttp") from None
 
     timeout = aiohttp.ClientTimeout(total=config.timeout_s)
-    # limit=0: the connector must not cap concurrency below what the user asked for.
-    connector = aiohttp.TCPConnector(limit=0)
+    # limit=0: the connector must not cap concurrency below what the user asked for. Idle
+    # connections are dropped after KEEPALIVE_S, before the server closes them (vLLM's uvicorn
+    # and llama-server's httplib after 5 s): reusing one the server closed fails at once with
+    # ServerDisconnectedError.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         client = Client(config, session)
         model, calibrated = await _connect(client)

@@ -101,10 +101,11 @@ def _safetensors_sizes(path: Path) -> dict[str, int]:
 
 def bytes_read_per_token(model: Path) -> int:
     """Weight bytes a batch-1 decode step reads: every weight, except the input embedding table
-    when the LM head is a separate matrix (then only one embedding row is read per token). A
-    GGUF file counts whole: the models benchmarked as GGUF here tie their embeddings."""
+    when the LM head is a separate matrix (then only one embedding row is read per token). The
+    same for a GGUF file (an `output.weight` tensor is a separate LM head), read with llama.cpp's
+    gguf-py when its sources are here; else the file counts whole."""
     if model.is_file():
-        return model.stat().st_size
+        return _gguf_bytes_read(model) if model.suffix == ".gguf" else model.stat().st_size
     config_path = model / "config.json"
     tied = json.loads(config_path.read_text()).get("tie_word_embeddings", False) \
         if config_path.is_file() else True
@@ -116,6 +117,29 @@ def bytes_read_per_token(model: Path) -> int:
     if not tied:
         sizes = {name: size for name, size in sizes.items() if not name.endswith("embed_tokens.weight")}
     return sum(sizes.values())
+
+
+def gguf_tensor_bytes(sizes: dict[str, int]) -> int:
+    """A decode step's bytes of a GGUF model's tensors: all but token_embd.weight when the model
+    has a separate LM head (output.weight)."""
+    if "output.weight" in sizes:
+        sizes = {name: size for name, size in sizes.items() if name != "token_embd.weight"}
+    return sum(sizes.values())
+
+
+def _gguf_bytes_read(path: Path) -> int:
+    from devloop.engine.llamacpp import binary
+
+    try:
+        source = binary.find_converter()
+    except DevloopError:
+        return path.stat().st_size
+    if str(source / "gguf-py") not in sys.path:
+        sys.path.insert(0, str(source / "gguf-py"))
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return gguf_tensor_bytes({tensor.name: int(tensor.n_bytes) for tensor in reader.tensors})
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:

@@ -2,8 +2,15 @@
 
 A candidate is one server: vLLM through `devloop entrypoint` with an overlay's engine settings
 (what the pod runs), vLLM with its own defaults (the baseline every tuning claim is measured
-against), or llama.cpp's server on a GGUF file. Models are the generator's random-weight shapes
-(devloop.engine.tinymodel), so every number here can be made again offline on any machine.
+against), or llama.cpp's `llama-server` on a GGUF file, started as `devloop serve --overlay gguf`
+starts it (devloop.engine.llamacpp.local: the overlay's LLAMA_ARG_* settings, the AMX rule).
+Models are the generator's random-weight shapes (devloop.engine.tinymodel), so every number here
+can be made again offline on any machine.
+
+vLLM candidates run without the reasoning and tool-call parsers the optimized overlay enables
+(EXTRA_ARGS empty): they change nothing for throughput, and a reasoning parser can break an
+`ignore_eos` run of a random-weight model. llama.cpp candidates get as many parallel slots as
+the vLLM candidates decode sequences (SEQS), and a context of CONTEXT_PER_SLOT tokens per slot.
 """
 
 from __future__ import annotations
@@ -14,22 +21,27 @@ from devloop.common.errors import UsageError
 
 VLLM = "vllm"  # devloop entrypoint with an overlay's settings
 VLLM_DEFAULTS = "vllm-defaults"  # the vLLM server with its own defaults
-LLAMACPP = "llamacpp"  # llama-cpp-python's server on a GGUF file
+LLAMACPP = "llamacpp"  # llama.cpp's llama-server on a GGUF file
 KINDS = (VLLM, VLLM_DEFAULTS, LLAMACPP)
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A generated model: a shape, optionally AWQ-quantized, optionally converted to GGUF."""
+    """A generated model: a shape, optionally AWQ-quantized, optionally as a GGUF file."""
 
     shape: str
     quant: str | None = None
-    gguf: str | None = None  # bf16, q4_0, ...: the GGUF file of the (unquantized) model
+    # bf16, q8_0, q4_0, q4_k_m: the (unquantized) model converted to GGUF, then quantized by
+    # llama-quantize (devloop.engine.llamacpp.gguf.model_gguf)
+    gguf: str | None = None
+    # the GGUF file written directly with random blocks of the quantized types
+    # (devloop.engine.llamacpp.randomgguf: q8_0 or q4_k_m), for shapes too big to convert
+    random_gguf: bool = False
 
     def label(self) -> str:
         return self.shape + (f" {self.quant}" if self.quant else "") + (
             f" GGUF {self.gguf}" if self.gguf else ""
-        )
+        ) + (" (random blocks)" if self.random_gguf else "")
 
 
 @dataclass(frozen=True)
@@ -59,9 +71,32 @@ class Plan:
 
 BF16 = ModelRef("qwen3-0.6b")
 AWQ = ModelRef("qwen3-0.6b", quant="awq")
+SEQS = 8  # the optimized overlay's MAX_NUM_SEQS (tests/unit/bench/test_plans.py checks it)
+CONTEXT_PER_SLOT = 1024  # llama.cpp's context per slot: prompt + output of a benchmark request
+NO_PARSERS = {"EXTRA_ARGS": ""}  # the overlay's --reasoning-parser and --tool-call-parser off
 # The optimized overlay's settings scaled to a 2-core laptop VM: threads from the CPUs there are
 # (the overlay asks for 6), a KV cache and context that fit beside several servers at once.
-SCALED = {"CPU_THREADS": "auto", "VLLM_CPU_KVCACHE_SPACE": "1", "MAX_MODEL_LEN": "2048"}
+SCALED = {"CPU_THREADS": "auto", "VLLM_CPU_KVCACHE_SPACE": "1", "MAX_MODEL_LEN": "2048",
+          "MAX_NUM_SEQS": str(SEQS), **NO_PARSERS}
+# llama-server as the gguf overlay runs it, with SEQS slots (LLAMA_ARG_N_PARALLEL), threads
+# scaled to here like CPU_THREADS=auto, and a context for every slot.
+LLAMA_SLOTS = {"LLAMA_ARG_N_PARALLEL": str(SEQS),
+               "LLAMA_ARG_CTX_SIZE": str(SEQS * CONTEXT_PER_SLOT)}
+GGUF_KINDS = ("bf16", "q8_0", "q4_0", "q4_k_m")
+GGUF_TEXT = {"bf16": "GGUF bf16", "q8_0": "GGUF Q8_0", "q4_0": "GGUF Q4_0",
+             "q4_k_m": "GGUF Q4_K_M (the guide's format)"}
+
+
+def llamacpp_candidate(kind: str, shape: str = "qwen3-0.6b", random_gguf: bool = False,
+                       name: str | None = None) -> Candidate:
+    """llama-server on `shape` as a GGUF file of `kind`, the gguf overlay's settings with SEQS
+    parallel slots."""
+    return Candidate(
+        name or f"llamacpp-{kind}", LLAMACPP, ModelRef(shape, gguf=kind, random_gguf=random_gguf),
+        overlay="gguf", settings=dict(LLAMA_SLOTS),
+        description=f"llama-server, {GGUF_TEXT[kind]}, {SEQS} slots",
+    )
+
 
 DEFAULTS = Candidate(
     "vllm-defaults", VLLM_DEFAULTS, BF16, args=("--max-model-len", "2048"),
@@ -78,19 +113,33 @@ PLANS = {
     for plan in (
         Plan(
             "llamacpp",
-            "vLLM (bf16, AWQ 4-bit) against llama.cpp (GGUF bf16, Q4_0) on the Qwen3-0.6B shape, "
-            "with vLLM's defaults as the baseline",
-            (
+            "vLLM (bf16, AWQ 4-bit) against llama.cpp's llama-server (GGUF bf16, Q8_0, Q4_0, "
+            f"Q4_K_M; {SEQS} slots like vLLM's {SEQS} sequences) on the Qwen3-0.6B shape, with "
+            "vLLM's defaults as the baseline",
+            (  # llama.cpp first: it starts in seconds, so a run cut short has it
+                *(llamacpp_candidate(kind) for kind in GGUF_KINDS),
                 DEFAULTS,
                 OPTIMIZED,
                 Candidate("vllm-optimized-awq", VLLM, AWQ, settings=SCALED,
                           description="the same, AWQ 4-bit checkpoint"),
-                Candidate("llamacpp-bf16", LLAMACPP, ModelRef("qwen3-0.6b", gguf="bf16"),
-                          description="llama-cpp-python server, GGUF bf16"),
-                Candidate("llamacpp-q4_0", LLAMACPP, ModelRef("qwen3-0.6b", gguf="q4_0"),
-                          description="llama-cpp-python server, GGUF Q4_0 (the guide's format)"),
             ),
             baseline="vllm-defaults",
+        ),
+        Plan(
+            "llamacpp-8b",
+            "the optimized overlay's model shape (DeepSeek-R1-0528-Qwen3-8B) as AWQ 4-bit on vLLM "
+            "against the gguf overlay's format, Q4_K_M, on llama-server, both with "
+            f"{SEQS} sequences",
+            (
+                Candidate("vllm-8b-awq", VLLM, ModelRef("qwen3-8b", quant="awq"),
+                          settings={"CPU_THREADS": "auto", **NO_PARSERS},
+                          description="the optimized overlay via devloop entrypoint, threads "
+                          "scaled to here"),
+                llamacpp_candidate("q4_k_m", "qwen3-8b", random_gguf=True,
+                                   name="llamacpp-8b-q4_k_m"),
+            ),
+            baseline="vllm-8b-awq",
+            one_at_a_time=True,
         ),
         Plan(
             "tuning",

@@ -23,6 +23,7 @@ from devloop.bench.driver import run_benchmark
 from devloop.common.errors import UsageError
 
 SEEN = web.AppKey("seen", list)
+DROPPED = web.AppKey("dropped", list)
 FIRST_TOKEN_S = 0.30
 TOKEN_GAP_S = 0.05
 
@@ -41,22 +42,31 @@ def _app() -> web.Application:
 
     async def tokenize(request: web.Request) -> web.Response:
         body = await request.json()
-        if body["model"] == "llama":  # llama-cpp-python has only /extras/tokenize
-            return web.json_response({"detail": "Not Found"}, status=404)
+        if "content" in body:  # llama-server's shape: {"content", "add_special"} -> {"tokens"}
+            assert body["add_special"] is True
+            return web.json_response({"tokens": list(range(len(body["content"].replace(" ", ""))))})
+        if body.get("model") == "llama":  # llama-server answers vLLM's shape with no tokens
+            return web.json_response({"tokens": []})
+        if body["model"] == "flaky" and not app[DROPPED]:
+            # A keep-alive connection the server closed: the client sees ServerDisconnectedError.
+            app[DROPPED].append(True)
+            request.transport.close()
+            return web.Response()
         if body["model"] == "letters":
             # A byte-level-like vocabulary: every letter is a token, a word is several.
             return web.json_response({"count": len(body["prompt"].replace(" ", ""))})
         return web.json_response({"count": len(body["prompt"].split())})
-
-    async def extras_tokenize(request: web.Request) -> web.Response:
-        body = await request.json()  # llama-cpp-python's shape: {"input"} -> {"tokens"}
-        return web.json_response({"tokens": list(range(len(body["input"].replace(" ", ""))))})
 
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         seen.append(body)
         if body["model"] == "busy":
             return web.json_response({"error": "overloaded"}, status=503)
+        if body["model"] == "flaky" and len(app[DROPPED]) == 1:
+            # Closed without an answer, as llama-server now and then does on a reused connection.
+            app[DROPPED].append(True)
+            request.transport.close()
+            return web.Response()
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await asyncio.sleep(FIRST_TOKEN_S)
@@ -69,15 +79,20 @@ def _app() -> web.Application:
             "prompt_tokens": len(body["prompt"].split()),
             "completion_tokens": body["max_tokens"],
         }
-        await response.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
+        # llama-server closes with the finish reason and the usage; vLLM with the usage alone.
+        choices = [{"index": 0, "text": "", "finish_reason": "length"}] \
+            if body["model"] == "llama" else []
+        await asyncio.sleep(TOKEN_GAP_S if body["model"] == "llama" else 0)
+        closing = {"choices": choices, "usage": usage}
+        await response.write(f"data: {json.dumps(closing)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         return response
 
     app = web.Application()
     app[SEEN] = seen
+    app[DROPPED] = []
     app.router.add_get("/v1/models", models)
     app.router.add_post("/tokenize", tokenize)
-    app.router.add_post("/extras/tokenize", extras_tokenize)
     app.router.add_post("/v1/completions", completions)
     return app
 
@@ -232,12 +247,39 @@ def test_calibration_hits_the_length_when_words_are_several_tokens(timed_server)
     assert [len(body["prompt"].replace(" ", "")) for body in app[SEEN]] == [50, 50, 50]
 
 
-def test_a_llama_cpp_python_server_is_calibrated_and_asked_for_min_tokens(timed_server):
+def test_a_llama_server_is_calibrated_with_its_tokenize_and_its_closing_chunk_is_no_token(
+    timed_server,
+):
     url, app = timed_server
     config = BenchConfig(url=url, model="llama", concurrency=[1], input_len=30, output_len=3,
-                         num_prompts=2, warmup=0, min_tokens=True)
+                         num_prompts=2, warmup=0)
     report = asyncio.run(run_benchmark(config))
     assert report["prompt_lengths"] == "exact (calibrated with /tokenize)"
     completions = [body for body in app[SEEN] if "max_tokens" in body]
     assert [len(body["prompt"].replace(" ", "")) for body in completions] == [30, 30]
-    assert all(body["min_tokens"] == 3 for body in completions)
+    assert all(body["ignore_eos"] is True for body in completions)
+    level = report["levels"][0]
+    assert level["mean_output_tokens"] == 3  # the usage's count
+    # 3 tokens, 2 gaps between them: the closing chunk's extra gap is not an inter-token gap
+    assert level["itl_ms"]["p50"] / 1000 >= TOKEN_GAP_S * 0.8
+    assert level["tpot_ms"]["p50"] / 1000 < TOKEN_GAP_S * 2
+
+
+def test_a_call_on_a_connection_the_server_closed_unanswered_is_sent_again(timed_server):
+    url, app = timed_server
+    config = BenchConfig(url=url, model="flaky", concurrency=[1], input_len=10, output_len=1,
+                         num_prompts=1, warmup=0)
+    report = asyncio.run(run_benchmark(config))
+    assert app[DROPPED] == [True, True]  # a /tokenize call and then a completion
+    assert report["prompt_lengths"] == "exact (calibrated with /tokenize)"
+    assert (report["levels"][0]["completed"], report["levels"][0]["failed"]) == (1, 0)
+    assert len([body for body in app[SEEN] if "max_tokens" in body]) == 2  # sent once more
+
+
+def test_a_completion_the_server_answered_is_never_sent_again(timed_server):
+    url, app = timed_server
+    config = BenchConfig(url=url, model="busy", concurrency=[1], input_len=10, output_len=1,
+                         num_prompts=1, warmup=0)
+    report = asyncio.run(run_benchmark(config))
+    assert report["levels"][0]["failed"] == 1
+    assert len([body for body in app[SEEN] if "max_tokens" in body]) == 1

@@ -4,6 +4,7 @@ Performance), not a test."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from devloop.bench import compare, llamacpp, membw, plans, procmem
-from devloop.common.errors import DevloopError, UsageError
+from devloop.bench import compare, membw, plans, procmem
+from devloop.common.errors import UsageError
 
 
 def test_every_plan_names_a_baseline_it_runs_and_kinds_that_exist():
@@ -27,8 +28,8 @@ def test_every_plan_names_a_baseline_it_runs_and_kinds_that_exist():
 
 def test_only_keeps_the_named_candidates_and_an_unknown_name_lists_the_real_ones():
     plan = plans.plan_by_name("llamacpp", ["llamacpp-q4_0", "vllm-optimized"])
-    assert [c.name for c in plan.candidates] == ["vllm-optimized", "llamacpp-q4_0"]
-    assert plan.baseline == "vllm-optimized"  # the plan's own baseline was left out
+    assert [c.name for c in plan.candidates] == ["llamacpp-q4_0", "vllm-optimized"]
+    assert plan.baseline == "llamacpp-q4_0"  # the plan's own was left out: the first chosen
     with pytest.raises(UsageError, match="llamacpp-bf16"):
         plans.plan_by_name("llamacpp", ["nope"])
     with pytest.raises(UsageError, match="awq-8b"):
@@ -98,6 +99,12 @@ def test_a_decode_step_reads_the_embedding_table_only_when_it_is_the_lm_head(
     assert membw.bytes_read_per_token(tmp_path) == expected
 
 
+def test_a_gguf_decode_step_reads_its_embedding_table_only_when_it_is_the_lm_head():
+    tied = {"token_embd.weight": 1000, "blk.0.ffn_up.weight": 10}
+    assert membw.gguf_tensor_bytes(tied) == 1010
+    assert membw.gguf_tensor_bytes({**tied, "output.weight": 900}) == 910
+
+
 def _level(concurrency: int, tok_s: float, tpot: float) -> dict:
     return {"concurrency": concurrency, "output_throughput": tok_s,
             "ttft_ms": {"p50": 100.0, "p99": 200.0}, "tpot_ms": {"p50": tpot, "p99": tpot * 2}}
@@ -123,14 +130,6 @@ def test_summary_takes_medians_over_rounds_and_divides_by_the_baseline():
     assert "vllm-optimized" in table and "2.27" in table and "50%" in table
 
 
-def test_without_the_llamacpp_environment_the_error_names_the_setup_script(tmp_path, monkeypatch):
-    monkeypatch.setenv(llamacpp.DIR_ENV, str(tmp_path))
-    with pytest.raises(DevloopError, match=r"scripts/setup-llamacpp\.sh"):
-        llamacpp.python()
-    with pytest.raises(DevloopError, match=r"scripts/setup-llamacpp\.sh"):
-        llamacpp.source_dir()
-
-
 def test_the_cli_refuses_an_unknown_plan_and_bad_numbers():
     result = subprocess.run([sys.executable, "-m", "devloop", "bench-compare", "--plan", "x"],
                             capture_output=True, text=True, check=False)
@@ -138,3 +137,39 @@ def test_the_cli_refuses_an_unknown_plan_and_bad_numbers():
     with pytest.raises(UsageError, match="--rounds"):
         compare.run(Namespace(plan="tuning", only=None, concurrency="1", rounds=0,
                                    num_prompts=1, input_len=1, output_len=1, one_at_a_time=False))
+
+
+def test_a_run_stopped_early_keeps_every_turn_it_finished(tmp_path, monkeypatch):
+    plan = plans.plan_by_name("llamacpp", ["llamacpp-q4_0", "vllm-optimized"])
+    json_path = tmp_path / "report.json"
+    seen = []
+
+    class Server:
+        def __init__(self, candidate):
+            self.candidate, self.model, self.log_path = candidate, tmp_path, tmp_path / "log"
+            self.load_seconds = 1.0
+            self.memory = Namespace(result=Namespace(peak_pss=1 << 30, peak_processes=1,
+                                                     peak_at_s=0.5, peak_unreclaimable_pss=0))
+
+        def stop(self):
+            pass
+
+    def bench(server, args):
+        if seen:  # the second turn: what the first wrote is on disk already
+            partial = json.loads(json_path.read_text())
+            assert partial["partial"] is True
+            assert list(partial["runs"][0]["results"]) == ["llamacpp-q4_0"]
+            assert partial["servers"]["llamacpp-q4_0"]["load_seconds"] == 1.0
+            raise KeyboardInterrupt  # the run is stopped here
+        seen.append(server.candidate.name)
+        return {"levels": [_level(1, 10.0, 50)]}
+
+    monkeypatch.setattr(compare.launcher, "model_path", lambda ref, models_dir: tmp_path)
+    monkeypatch.setattr(compare.launcher, "start", lambda c, models_dir, workdir: Server(c))
+    monkeypatch.setattr(compare, "_bench", bench)
+    monkeypatch.setattr(compare, "bandwidth", lambda threads: {str(threads): 10.0, "1": 5.0})
+    monkeypatch.setattr(compare.membw, "bytes_read_per_token", lambda model: 10**9)
+    args = Namespace(rounds=2, models_dir=tmp_path, workdir=tmp_path, json_path=str(json_path))
+    with pytest.raises(KeyboardInterrupt):
+        compare.run_plan(dataclasses.replace(plan, one_at_a_time=True), args)
+    assert seen == ["llamacpp-q4_0"]

@@ -5,7 +5,8 @@ convert_hf_to_gguf.py from the sources binary.find_converter() names, run with t
 (the converter needs torch and transformers, which the project's environment has). One change
 to it: it identifies a tokenizer's pre-tokenizer by hashing how it splits a test string and
 knows only published models' hashes; the generator's byte-level BPE splits like GPT-2's, so an
-unknown hash is taken as `gpt-2`. Q4_0 is made from the f16 file by llama-quantize. Files are
+unknown hash is taken as `gpt-2`. Q4_0 and Q4_K_M are made from the f16 file by llama-quantize
+(randomgguf writes shapes too big to convert directly). Files are
 kept beside the model directory (named by its content hash), made once.
 """
 
@@ -20,7 +21,7 @@ from devloop.common.errors import DevloopError
 from devloop.engine.llamacpp import binary
 
 CONVERTED = ("f16", "bf16", "q8_0")  # what the converter writes itself
-QUANTIZED = {"q4_0": "Q4_0"}  # what llama-quantize makes from f16
+QUANTIZED = {"q4_0": "Q4_0", "q4_k_m": "Q4_K_M"}  # what llama-quantize makes from f16
 
 _CONVERT = """
 import runpy, sys
