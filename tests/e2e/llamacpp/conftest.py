@@ -81,6 +81,21 @@ def base_url(llamacpp_url: str) -> str:
     return llamacpp_url
 
 
+@pytest.fixture(scope="session")
+def http(api_key: str | None) -> requests.Session:
+    """The suite's session with one connection per request. llama-server's HTTP library
+    (cpp-httplib: CPPHTTPLIB_KEEPALIVE_TIMEOUT_SECOND 5, KEEPALIVE_MAX_COUNT 100) closes a
+    keep-alive connection after 5 idle seconds or 100 requests, and a request sent on it as it
+    closes gets no answer ("Remote end closed connection without response", seen in a full run).
+    The OpenAI SDK retries such a request and the gateway re-sends it on a fresh connection
+    (gateway/proxy.py); a test of the API itself should not race the server's idle close."""
+    session = requests.Session()
+    session.headers["Connection"] = "close"
+    if api_key:
+        session.headers["Authorization"] = f"Bearer {api_key}"
+    return session
+
+
 # Module scope: test_gateway.py points base_url at the gateway for its module.
 @pytest.fixture(scope="module")
 def model_card(base_url: str, http: requests.Session) -> dict:
