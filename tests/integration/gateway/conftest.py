@@ -91,6 +91,14 @@ class EngineReplica:
                        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"},
         )
         self.process = serve.start_server(settings, self.log_path)
+        # The whole replica on its core, not only its OpenMP threads: vLLM put a restarted
+        # replica's engine core on the other replica's core, where that replica's busy worker
+        # left it 0.3 s of CPU in 9 minutes (a full run here). Set before the server spawns its
+        # engine processes (seconds after this), which inherit it.
+        try:
+            os.sched_setaffinity(self.process.pid, {self.cpu})
+        except (AttributeError, OSError):  # no sched_setaffinity (macOS), or it already exited
+            pass
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         from devloop.engine import health, serve

@@ -124,6 +124,7 @@ def test_an_engine_stopped_and_restarted_under_load_loses_no_request(
     succeeds, and the restarted replica serves again."""
     stop = threading.Event()
     outcomes: list[tuple[int, str]] = []
+    pause = [0.2]  # between a client's requests; longer while the replica starts again
 
     def client(index: int) -> None:
         count = 0
@@ -140,7 +141,7 @@ def test_an_engine_stopped_and_restarted_under_load_loses_no_request(
                 outcomes.append((-1, repr(error)))
             # Requests keep coming through the stop, the outage and the return, but paced: four
             # clients without a pause kept both cores so busy that the restart took minutes.
-            stop.wait(0.2)
+            stop.wait(pause[0])
 
     victim = vllm_replicas[0]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -151,9 +152,13 @@ def test_an_engine_stopped_and_restarted_under_load_loses_no_request(
             with engine_start_slot():
                 time.sleep(3)
                 victim.stop()  # SIGTERM; returns once all its processes exited
+                # While it starts again the other replica serves everything: one request a
+                # second per client, so that replica leaves the cores room for the start.
+                pause[0] = 1.0
                 time.sleep(2)
                 victim.start()
                 victim.wait_ready(RESTART_READY_TIMEOUT)
+                pause[0] = 0.2
             time.sleep(4)  # the gateway's probe finds it back and sends it work again
             served_before = victim.metric(SUCCESSES)
             time.sleep(4)
