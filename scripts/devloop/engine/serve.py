@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from devloop.common import logs
+from devloop.common.cachedirs import user_cache_dir
 from devloop.common.errors import DevloopError, UsageError
 from devloop.common.ports import check_port
 from devloop.engine import crash, health, int4kernel, phases
@@ -43,8 +44,7 @@ def default_cache_dir() -> Path:
     override = os.environ.get(CACHE_DIR_ENV)
     if override:
         return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "vllm-devloop"
+    return user_cache_dir() / "vllm-devloop"
 
 
 def overlay_engine_settings(overlay: str) -> dict[str, str]:

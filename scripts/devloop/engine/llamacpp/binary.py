@@ -24,6 +24,7 @@ import platform
 import shutil
 from pathlib import Path
 
+from devloop.common.cachedirs import user_cache_dir
 from devloop.common.errors import DevloopError
 
 SERVER_ENV = "DEVLOOP_LLAMA_SERVER"
@@ -39,8 +40,7 @@ def cache_root() -> Path:
     override = os.environ.get(CACHE_ENV)
     if override:
         return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "devloop"
+    return user_cache_dir() / "devloop"
 
 
 def build_dir() -> Path:

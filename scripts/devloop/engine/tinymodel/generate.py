@@ -31,6 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from devloop.common.cachedirs import user_cache_dir
 from devloop.common.errors import UsageError
 from devloop.common.words import COMMON_WORDS_TEXT
 from devloop.engine.tinymodel.shapes import QUANTIZED_ONLY, SHAPES, ModelShape, shape_by_name
@@ -113,9 +114,7 @@ def cache_key(shape: ModelShape, seed: int, quant: str | None = None) -> str:
 
 def default_cache_dir() -> Path:
     """$HF_HOME/devloop-models (the model-cache volume in a pod), else ~/.cache/huggingface/..."""
-    hf_home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
-    )
+    hf_home = os.environ.get("HF_HOME") or user_cache_dir() / "huggingface"
     return Path(hf_home) / CACHE_SUBDIR
 
 
