@@ -70,3 +70,24 @@ def test_the_key_table_is_what_the_built_llama_server_reads():
     help_text = subprocess.run([str(binary.find_server()), "--help"], capture_output=True,
                                text=True, timeout=60, check=False).stdout
     assert set(re.findall(r"env: (LLAMA_ARG_[A-Z0-9_]+)", help_text)) == SERVER_ENV
+
+
+def test_a_load_mode_llama_server_does_not_know_is_refused_before_it_starts():
+    with pytest.raises(settings.ConfigError,
+                       match=r"LLAMA_ARG_LOAD_MODE='mapped' \(--load-mode\) is not one of auto, none"):
+        settings.check({**VALID, "LLAMA_ARG_LOAD_MODE": "mapped"})
+    settings.check({**VALID, "LLAMA_ARG_LOAD_MODE": "none"})  # the gguf overlay's
+
+
+def test_the_load_modes_are_the_ones_the_built_llama_server_lists():
+    import re
+    import subprocess
+
+    from devloop.engine.llamacpp import binary
+
+    if binary.available():
+        pytest.skip(binary.available())
+    help_text = subprocess.run([str(binary.find_server()), "--help"], capture_output=True,
+                               text=True, timeout=60, check=False).stdout
+    section = help_text.split("--load-mode", 1)[1].split("\n-", 1)[0]
+    assert tuple(re.findall(r"^\s+- ([a-z+]+):", section, re.MULTILINE)) == settings.LOAD_MODES

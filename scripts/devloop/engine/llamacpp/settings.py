@@ -31,6 +31,9 @@ KNOWN_KEYS = SERVER_ENV | OTHER_KEYS
 MODEL_KEYS = ("LLAMA_ARG_MODEL", "LLAMA_ARG_HF_REPO", "LLAMA_ARG_MODEL_URL")
 # --reasoning-format values (common/chat.cpp common_reasoning_format_from_name).
 REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
+# --load-mode (LLAMA_ARG_LOAD_MODE), as b11312's `llama-server --help` lists them; the gguf overlay
+# sets none. llama-server refuses another value only when it starts, with exit code 1.
+LOAD_MODES = ("auto", "none", "mmap", "mlock", "mmap+mlock", "dio")
 # common_arg_utils::is_truthy / is_falsey: the only words llama-server takes as booleans.
 TRUE_WORDS = ("on", "enabled", "true", "1")
 FALSE_WORDS = ("off", "disabled", "false", "0")
@@ -132,6 +135,10 @@ def check(env: Mapping[str, str]) -> LlamaConfig:
     if reasoning not in REASONING_FORMATS:
         errors.append(f"LLAMA_ARG_THINK={reasoning!r} (--reasoning-format) is not one of "
                       f"{', '.join(REASONING_FORMATS)}")
+    load_mode = env.get("LLAMA_ARG_LOAD_MODE", "auto").strip()
+    if load_mode not in LOAD_MODES:
+        errors.append(f"LLAMA_ARG_LOAD_MODE={load_mode!r} (--load-mode) is not one of "
+                      f"{', '.join(LOAD_MODES)}")
     for key in BOOLEAN_KEYS:
         if key in env and env[key].strip() not in TRUE_WORDS + FALSE_WORDS:
             errors.append(f"{key}={env[key]!r}: llama-server takes only {'/'.join(TRUE_WORDS)} "
